@@ -1,0 +1,300 @@
+"""Shared HTTP plumbing for provider clients: one pooled client, error mapping, Retry-After.
+
+Each provider module subclasses :class:`HTTPProvider` and supplies its URLs, headers and
+JSON mapping. What is the same for every HTTP provider lives here once: turning an HTTP
+status and error body into a :mod:`polyroute.errors` class, reading the many spellings of
+"retry after", and turning httpx transport exceptions into typed errors.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import re
+import time
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+import orjson
+
+from polyroute import errors
+from polyroute.providers.base import CallLimits
+
+__all__ = [
+    "HTTPProvider",
+    "error_from_response",
+    "parse_retry_after",
+    "transport_error",
+]
+
+_DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m(?!s))?(?:(\d+(?:\.\d+)?)s)?(?:(\d+(?:\.\d+)?)ms)?$")
+
+_CONTEXT_LENGTH_HINTS = (
+    "context_length_exceeded",
+    "context length",
+    "maximum context",
+    "too many tokens",
+    "prompt is too long",
+    "input is too long",
+    "exceeds the context window",
+    "token limit",
+)
+
+
+def _parse_duration(value: str) -> float | None:
+    """Parse ``"1s"``, ``"6m0s"``, ``"250ms"``, ``"1.5"`` (seconds) into seconds."""
+    value = value.strip()
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    match = _DURATION.match(value)
+    if not match or not any(match.groups()):
+        return None
+    h, m, s, ms = (float(g) if g else 0.0 for g in match.groups())
+    return h * 3600 + m * 60 + s + ms / 1000
+
+
+def parse_retry_after(headers: Mapping[str, str], *, now: float | None = None) -> float | None:
+    """Seconds the provider asks us to wait, from any header that says so, or None.
+
+    Reads ``retry-after-ms``, ``Retry-After`` (delta-seconds or an HTTP date) and the
+    rate-limit reset headers (``x-ratelimit-reset-requests`` / ``-tokens`` as OpenAI and Groq
+    send them, ``anthropic-ratelimit-*-reset`` as an RFC 3339 time). The longest wait wins,
+    because every limit named must have reset before a retry can succeed.
+    """
+    waits: list[float] = []
+    ms = headers.get("retry-after-ms")
+    if ms:
+        try:
+            waits.append(max(0.0, float(ms) / 1000))
+        except ValueError:
+            pass
+    ra = headers.get("retry-after")
+    if ra:
+        seconds = _parse_duration(ra)
+        if seconds is None:
+            try:
+                when = email.utils.parsedate_to_datetime(ra)
+            except (TypeError, ValueError, IndexError):
+                when = None
+            if when is not None:
+                seconds = max(0.0, when.timestamp() - (now if now is not None else time.time()))
+        if seconds is not None:
+            waits.append(seconds)
+    if not waits:
+        # Reset headers describe when a window refills; only consult them when nothing
+        # explicit was said (they are also present on successful responses).
+        for key in ("x-ratelimit-reset-requests", "x-ratelimit-reset-tokens", "x-ratelimit-reset"):
+            value = headers.get(key)
+            if value:
+                seconds = _parse_duration(value)
+                if seconds is not None:
+                    waits.append(seconds)
+    return max(waits) if waits else None
+
+
+def _provider_message(body: bytes) -> tuple[str, str]:
+    """(message, code/type) out of the usual error-body shapes, or the raw text."""
+    try:
+        data = orjson.loads(body) if body else None
+    except orjson.JSONDecodeError:
+        return body[:500].decode("utf-8", "replace").strip(), ""
+    if isinstance(data, list) and data:
+        data = data[0]
+    if isinstance(data, dict):
+        err = data.get("error", data)
+        if isinstance(err, dict):
+            message = str(err.get("message") or err.get("detail") or data.get("message") or "")
+            code = str(err.get("code") or err.get("type") or err.get("status") or "")
+            return message, code
+        if isinstance(err, str):
+            return err, str(data.get("type") or "")
+        return str(data.get("message") or data.get("detail") or ""), ""
+    return str(data or ""), ""
+
+
+def error_from_response(
+    provider: str,
+    model: str,
+    status: int,
+    headers: Mapping[str, str],
+    body: bytes,
+) -> errors.ProviderError:
+    """Map an HTTP error response to the matching typed error."""
+    message, code = _provider_message(body)
+    text = f"{message} {code}".lower()
+    kw: dict[str, Any] = {"provider": provider, "model": model, "status": status, "provider_message": message or None}
+    if status == 429:
+        return errors.RateLimitedError("rate limited by the provider", retry_after=parse_retry_after(headers), **kw)
+    if status in (401,):
+        return errors.AuthenticationError("the provider rejected the API key", **kw)
+    if status == 403:
+        return errors.PermissionDeniedError("the key may not use this model or endpoint", **kw)
+    if status == 404:
+        return errors.ModelNotFoundError("model or endpoint not found", **kw)
+    if status in (408, 504):
+        return errors.TimeoutError("the provider timed out", kind="total", **kw)
+    if status in (400, 413, 422):
+        if any(hint in text for hint in _CONTEXT_LENGTH_HINTS):
+            return errors.ContextLengthExceededError("the input is longer than the model's context window", **kw)
+        if "content_filter" in text or "content management policy" in text or "safety" in code.lower():
+            return errors.ContentFilteredError("the provider's content filter rejected the request", **kw)
+        return errors.BadRequestError("the provider rejected the request", **kw)
+    if status >= 500:
+        return errors.ProviderUnavailableError(
+            "the provider is unavailable", retry_after=parse_retry_after(headers), **kw
+        )
+    return errors.BadRequestError(f"unexpected HTTP status {status}", **kw)
+
+
+def transport_error(exc: httpx.HTTPError, provider: str, model: str, *, streaming: bool = False) -> errors.ProviderError:
+    """Map an httpx transport failure to a typed error (never leaks the request URL's secrets)."""
+    kw: dict[str, Any] = {"provider": provider, "model": model}
+    if isinstance(exc, httpx.ConnectTimeout):
+        return errors.TimeoutError("timed out connecting to the provider", kind="connect", **kw)
+    if isinstance(exc, httpx.PoolTimeout):
+        return errors.TimeoutError("timed out waiting for a pooled connection", kind="queue", **kw)
+    if isinstance(exc, (httpx.ReadTimeout, httpx.WriteTimeout)):
+        return errors.TimeoutError("the provider stopped sending data", kind="idle", **kw)
+    if isinstance(exc, httpx.ConnectError):
+        return errors.ProviderUnavailableError(f"cannot connect to the provider: {type(exc).__name__}", **kw)
+    if streaming:
+        return errors.StreamInterruptedError(
+            f"the connection dropped mid-stream: {type(exc).__name__}", kind="disconnect", **kw
+        )
+    return errors.ProviderUnavailableError(f"connection to the provider failed: {type(exc).__name__}", **kw)
+
+
+class HTTPProvider:
+    """Base for providers that speak HTTP: owns one lazily created, pooled ``httpx.AsyncClient``.
+
+    The client is created on first use so that building a router (and importing polyroute)
+    opens no sockets and costs nothing for providers that are never called.
+    """
+
+    name: str = "http"
+    #: env var that must hold the key; ``missing_config`` names it when the key is absent
+    api_key_env: str | None = None
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        api_key: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        max_connections: int = 100,
+        client: httpx.AsyncClient | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.api_key = api_key or None
+        self._extra_headers = dict(headers or {})
+        self._max_connections = max_connections
+        self._client = client
+        self._owns_client = client is None
+
+    def missing_config(self) -> str | None:
+        if self.api_key_env and not self.api_key:
+            return self.api_key_env
+        return None
+
+    def auth_headers(self) -> dict[str, str]:
+        """Headers carrying the credential; subclasses override for their scheme."""
+        return {"authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+
+    @property
+    def client(self) -> httpx.AsyncClient:
+        if self._client is None:
+            self._client = httpx.AsyncClient(
+                base_url=self.base_url,
+                headers={**self._extra_headers, **self.auth_headers()},
+                limits=httpx.Limits(
+                    max_connections=self._max_connections,
+                    max_keepalive_connections=self._max_connections,
+                    keepalive_expiry=30.0,
+                ),
+                timeout=httpx.Timeout(60.0, connect=10.0),
+                follow_redirects=False,
+            )
+        return self._client
+
+    async def aclose(self) -> None:
+        if self._client is not None and self._owns_client:
+            await self._client.aclose()
+        self._client = None
+
+    def _not_configured(self, model: str) -> errors.NotConfiguredError:
+        env = self.missing_config()
+        return errors.NotConfiguredError(
+            f"provider '{self.name}' is not configured: set {env}", env_var=env, provider=self.name, model=model
+        )
+
+    @staticmethod
+    def _timeout(limits: CallLimits) -> httpx.Timeout:
+        return httpx.Timeout(connect=limits.connect, read=limits.read, write=limits.read, pool=limits.connect)
+
+    async def post_json(self, path: str, payload: Any, model: str, limits: CallLimits) -> Any:
+        """POST a JSON body and return the decoded JSON answer, or raise a typed error."""
+        if self.missing_config():
+            raise self._not_configured(model)
+        try:
+            response = await self.client.post(
+                path,
+                content=orjson.dumps(payload),
+                headers={"content-type": "application/json"},
+                timeout=self._timeout(limits),
+            )
+        except httpx.HTTPError as exc:
+            raise transport_error(exc, self.name, model) from None
+        if response.status_code >= 400:
+            raise error_from_response(self.name, model, response.status_code, response.headers, response.content)
+        try:
+            return orjson.loads(response.content)
+        except orjson.JSONDecodeError:
+            raise errors.ProviderUnavailableError(
+                "the provider answered with a body that is not JSON",
+                provider=self.name,
+                model=model,
+                status=response.status_code,
+            ) from None
+
+    @asynccontextmanager
+    async def open_stream(
+        self, path: str, payload: Any, model: str, limits: CallLimits, *, params: Mapping[str, str] | None = None
+    ) -> AsyncIterator[httpx.Response]:
+        """POST and yield the streaming response once its status is known to be a success."""
+        if self.missing_config():
+            raise self._not_configured(model)
+        request = self.client.build_request(
+            "POST",
+            path,
+            content=orjson.dumps(payload),
+            headers={"content-type": "application/json", "accept": "text/event-stream"},
+            params=params,
+            timeout=self._timeout(limits),
+        )
+        try:
+            response = await self.client.send(request, stream=True)
+        except httpx.HTTPError as exc:
+            raise transport_error(exc, self.name, model) from None
+        try:
+            if response.status_code >= 400:
+                try:
+                    body = await response.aread()
+                except httpx.HTTPError:
+                    body = b""
+                raise error_from_response(self.name, model, response.status_code, response.headers, body)
+            yield response
+        finally:
+            await response.aclose()
+
+    async def iter_bytes(self, response: httpx.Response, model: str) -> AsyncIterator[bytes]:
+        """The raw body, with transport failures mapped to :class:`StreamInterruptedError`."""
+        try:
+            async for chunk in response.aiter_bytes():
+                yield chunk
+        except httpx.HTTPError as exc:
+            raise transport_error(exc, self.name, model, streaming=True) from None

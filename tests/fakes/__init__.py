@@ -1,0 +1,1 @@
+"""Local servers that speak providers' real wire formats, for tests and benchmarks."""
