@@ -13,16 +13,19 @@ import re
 import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import orjson
 
 from polyroute import errors
+from polyroute.providers._sse import SSEDecoder, SSEEvent
 from polyroute.providers.base import CallLimits
 
 __all__ = [
     "HTTPProvider",
+    "error_from_payload",
     "error_from_response",
     "parse_retry_after",
     "transport_error",
@@ -94,7 +97,34 @@ def parse_retry_after(headers: Mapping[str, str], *, now: float | None = None) -
                 seconds = _parse_duration(value)
                 if seconds is not None:
                     waits.append(seconds)
+        # Anthropic sends an RFC 3339 reset time per limit; a limit with quota left is not
+        # what we are waiting for, so only exhausted (or unstated) ones count.
+        for key in _ANTHROPIC_RESET_HEADERS:
+            value = headers.get(key)
+            if value and headers.get(key[:-5] + "remaining", "0").strip() in ("0", ""):
+                seconds = _seconds_until_rfc3339(value, now)
+                if seconds is not None:
+                    waits.append(seconds)
     return max(waits) if waits else None
+
+
+_ANTHROPIC_RESET_HEADERS = (
+    "anthropic-ratelimit-requests-reset",
+    "anthropic-ratelimit-tokens-reset",
+    "anthropic-ratelimit-input-tokens-reset",
+    "anthropic-ratelimit-output-tokens-reset",
+)
+
+
+def _seconds_until_rfc3339(value: str, now: float | None) -> float | None:
+    """Seconds from ``now`` until an RFC 3339 time such as ``2024-05-01T12:00:05Z`` (None if unreadable)."""
+    try:
+        when = datetime.fromisoformat(value.strip())
+    except ValueError:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, when.timestamp() - (now if now is not None else time.time()))
 
 
 def _provider_message(body: bytes) -> tuple[str, str]:
@@ -169,6 +199,67 @@ def transport_error(exc: httpx.HTTPError, provider: str, model: str, *, streamin
     return errors.ProviderUnavailableError(f"connection to the provider failed: {type(exc).__name__}", **kw)
 
 
+#: words in an in-band error's ``type``/``code`` and the HTTP status each stands for
+_IN_BAND_STATUS = (
+    ("context_length", 400),
+    ("rate_limit", 429),
+    ("quota", 429),
+    ("overloaded", 503),
+    ("unavailable", 503),
+    ("server_error", 500),
+    ("internal", 500),
+    ("timeout", 504),
+    ("api_key", 401),
+    ("authentication", 401),
+    ("permission", 403),
+    ("not_found", 404),
+    ("invalid_request", 400),
+    ("content_filter", 400),
+)
+
+
+def error_from_payload(
+    provider: str, model: str, payload: Mapping[str, Any], *, streaming: bool = False
+) -> errors.ProviderError:
+    """Map an error object that arrived inside a successful (HTTP 200) response.
+
+    Streams report failures mid-way as a data event such as ``{"error": {"message", "type",
+    "code"}}`` (OpenAI, OpenRouter, SGLang) or ``{"object": "error", "message", "type", "code":
+    400}`` (vLLM): the HTTP status was sent long before. A numeric ``code`` is taken as the
+    status, else words in ``type``/``code`` pick one, and the body is then mapped exactly as
+    :func:`error_from_response` maps it. The error's ``status`` is that numeric code or None,
+    never a guess. An error naming no recognisable cause becomes
+    :class:`~polyroute.errors.StreamInterruptedError` (``provider_error``) when streaming, else
+    :class:`~polyroute.errors.ProviderUnavailableError`.
+    """
+    err = payload.get("error", payload)
+    if not isinstance(err, Mapping):
+        err = {"message": str(err)}
+    code = err.get("code")
+    explicit = code if type(code) is int and 400 <= code < 600 else None
+    status = explicit
+    if status is None:
+        words = f"{err.get('type') or ''} {code or ''}".lower()
+        status = next((value for word, value in _IN_BAND_STATUS if word in words), None)
+    body = orjson.dumps({"error": dict(err)}, default=str)
+    if status is None:
+        message = _provider_message(body)[0] or None
+        if streaming:
+            return errors.StreamInterruptedError(
+                "the provider reported an error mid-stream",
+                kind="provider_error",
+                provider=provider,
+                model=model,
+                provider_message=message,
+            )
+        return errors.ProviderUnavailableError(
+            "the provider reported an error", provider=provider, model=model, provider_message=message
+        )
+    exc = error_from_response(provider, model, status, {}, body)
+    exc.status = explicit
+    return exc
+
+
 class HTTPProvider:
     """Base for providers that speak HTTP: owns one lazily created, pooled ``httpx.AsyncClient``.
 
@@ -232,6 +323,10 @@ class HTTPProvider:
             f"provider '{self.name}' is not configured: set {env}", env_var=env, provider=self.name, model=model
         )
 
+    def map_error(self, model: str, status: int, headers: Mapping[str, str], body: bytes) -> errors.ProviderError:
+        """Map an HTTP error response; providers whose error bodies say more override this."""
+        return error_from_response(self.name, model, status, headers, body)
+
     @staticmethod
     def _timeout(limits: CallLimits) -> httpx.Timeout:
         return httpx.Timeout(connect=limits.connect, read=limits.read, write=limits.read, pool=limits.connect)
@@ -250,7 +345,7 @@ class HTTPProvider:
         except httpx.HTTPError as exc:
             raise transport_error(exc, self.name, model) from None
         if response.status_code >= 400:
-            raise error_from_response(self.name, model, response.status_code, response.headers, response.content)
+            raise self.map_error(model, response.status_code, response.headers, response.content)
         try:
             return orjson.loads(response.content)
         except orjson.JSONDecodeError:
@@ -286,7 +381,7 @@ class HTTPProvider:
                     body = await response.aread()
                 except httpx.HTTPError:
                     body = b""
-                raise error_from_response(self.name, model, response.status_code, response.headers, body)
+                raise self.map_error(model, response.status_code, response.headers, body)
             yield response
         finally:
             await response.aclose()
@@ -298,3 +393,16 @@ class HTTPProvider:
                 yield chunk
         except httpx.HTTPError as exc:
             raise transport_error(exc, self.name, model, streaming=True) from None
+
+    async def iter_sse(self, response: httpx.Response, model: str) -> AsyncIterator[SSEEvent]:
+        """The body as whole Server-Sent Events, however its bytes were split across reads.
+
+        Returning normally only means the connection ended; callers check for their own
+        provider's finish marker to tell a complete stream from a truncated one.
+        """
+        decoder = SSEDecoder()
+        async for chunk in self.iter_bytes(response, model):
+            for event in decoder.feed(chunk):
+                yield event
+        for event in decoder.close():
+            yield event

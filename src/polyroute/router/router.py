@@ -403,9 +403,10 @@ class Router:
     @classmethod
     def from_config(cls, path: str | Path | None = None, *, env_file: str | Path | None = ".env") -> Router:
         """Build a ready router from ``config/default.yaml`` (or ``path``) and ``.env``."""
-        from polyroute.config import build_router, load_settings
+        from polyroute.config import build_router, load_environment, load_settings
 
-        return build_router(load_settings(path, env_file=env_file))
+        environ = load_environment(env_file)
+        return build_router(load_settings(path, environ=environ), environ)
 
 
 class _StreamRun:

@@ -1,0 +1,100 @@
+"""From validated settings to a ready :class:`~polyroute.router.Router`.
+
+This is the one place that maps a provider ``kind`` in configuration to a provider class;
+the router itself only ever sees the Provider protocol. Provider modules are imported only
+for kinds that are configured and enabled, so an unused provider costs nothing.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from polyroute.config.schema import ProviderSettings, Settings
+from polyroute.errors import ConfigError
+from polyroute.providers.base import Provider
+from polyroute.router import RetryPolicy, Router
+
+__all__ = ["KINDS", "build_provider", "build_router", "disabled_providers"]
+
+#: wire-format kind -> (module, class); OpenAI-compatible services are presets of "openai"
+KINDS: dict[str, tuple[str, str]] = {
+    "openai": ("polyroute.providers.openai", "OpenAIProvider"),
+    "gemini": ("polyroute.providers.gemini", "GeminiProvider"),
+    "anthropic": ("polyroute.providers.anthropic", "AnthropicProvider"),
+    "cohere": ("polyroute.providers.cohere", "CohereProvider"),
+    "ollama": ("polyroute.providers.ollama", "OllamaProvider"),
+    "local": ("polyroute.providers.local", "LocalProvider"),
+}
+
+
+def _presets() -> Mapping[str, Any]:
+    module = importlib.import_module("polyroute.providers.presets")
+    presets: Mapping[str, Any] = module.PRESETS
+    return presets
+
+
+def _provider_class(kind: str, name: str, source: str) -> Any:
+    try:
+        module_name, class_name = KINDS[kind]
+    except KeyError:
+        known = ", ".join(sorted(KINDS))
+        raise ConfigError(f"{source}: providers.{name}.kind: unknown provider kind {kind!r} (known: {known})") from None
+    return getattr(importlib.import_module(module_name), class_name)
+
+
+def build_provider(name: str, cfg: ProviderSettings, environ: Mapping[str, str], *, source: str = "<config>") -> Provider:
+    """Build one provider: explicit config values first, then the provider's env conventions."""
+    kind = cfg.kind or ("openai" if (cfg.preset or name) in _presets() and name not in KINDS else name)
+    overrides: dict[str, Any] = {k: v for k, v in cfg.options.items()}
+    if cfg.headers:
+        overrides["headers"] = cfg.headers
+    if kind == "openai" and (cfg.preset or name in _presets()):
+        module = importlib.import_module("polyroute.providers.presets")
+        preset_name = cfg.preset or name
+        factory: Callable[..., Provider] = module.preset
+        provider = factory(preset_name, name=name, environ=environ, **overrides)
+    else:
+        cls = _provider_class(kind, name, source)
+        if not hasattr(cls, "from_env"):
+            provider = cls(name=name, **overrides)
+        else:
+            provider = cls.from_env(name=name, environ=environ, **overrides)
+    # Explicit values from the file win over the provider's environment conventions.
+    if cfg.endpoint and hasattr(provider, "base_url"):
+        provider.base_url = cfg.endpoint.rstrip("/")  # type: ignore[attr-defined]
+    if cfg.api_key_env and hasattr(provider, "api_key_env"):
+        provider.api_key_env = cfg.api_key_env  # type: ignore[attr-defined]
+    if cfg.api_key is not None and hasattr(provider, "api_key"):
+        provider.api_key = cfg.api_key or None  # type: ignore[attr-defined]
+    return provider
+
+
+def disabled_providers(settings: Settings) -> list[str]:
+    return [name for name, cfg in settings.providers.items() if not cfg.enabled]
+
+
+def build_router(settings: Settings, environ: Mapping[str, str] | None = None) -> Router:
+    """A router with every enabled provider registered and every alias defined."""
+    import os
+
+    env = environ if environ is not None else os.environ
+    rs = settings.runtime.router
+    router = Router(
+        max_concurrency=rs.max_concurrency,
+        timeout=rs.timeout,
+        connect_timeout=rs.connect_timeout,
+        first_token_timeout=rs.first_token_timeout,
+        idle_timeout=rs.idle_timeout,
+        provider_timeout=rs.provider_timeout,
+        max_provider_concurrency=rs.max_provider_concurrency,
+        retry=RetryPolicy(max_retries=rs.retries, max_attempts=rs.max_attempts, max_retry_after=rs.max_retry_after),
+        aliases=settings.models,
+    )
+    for name, cfg in settings.providers.items():
+        if not cfg.enabled:
+            continue
+        provider = build_provider(name, cfg, env, source=settings.source)
+        router.register(provider, name=name, max_concurrency=cfg.max_concurrency, timeout=cfg.timeout)
+    return router
