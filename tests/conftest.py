@@ -30,6 +30,18 @@ def _clean_provider_env(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(name, raising=False)
 
 
+@pytest.fixture(scope="session")
+def llamacpp_base_url() -> Iterator[str]:
+    """A real llama-cpp-python OpenAI-compatible server running SmolLM2 (started once)."""
+    from fakes.llamacpp_server import llamacpp_server, unavailable_reason
+
+    reason = unavailable_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    with llamacpp_server() as base:
+        yield base
+
+
 @pytest.fixture
 def upstream() -> Iterator[FakeUpstream]:
     with FakeUpstream() as server:

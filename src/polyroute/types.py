@@ -268,19 +268,23 @@ class EmbeddingRequest(_Model):
 class Attempt:
     """What happened to one candidate during one call.
 
-    ``outcome`` is ``"ok"`` (it answered), ``"error"`` (it was called and failed) or
-    ``"skipped"`` (it was never called: not configured, breaker open, ...).
+    ``outcome`` is ``"ok"`` (it answered), ``"error"`` (it was called and failed),
+    ``"skipped"`` (it was never called: not configured, breaker open, ...), ``"cancelled"``
+    (a hedged call that lost the race and was closed) or ``"resumed"`` (it continued a stream
+    that another candidate broke off). ``note`` says why, in words, when the outcome alone
+    does not (hedged, resumed, waited for a local rate limit, ...).
     """
 
     provider: str
     model: str
-    outcome: Literal["ok", "error", "skipped"]
+    outcome: Literal["ok", "error", "skipped", "cancelled", "resumed"]
     elapsed: float = 0.0
     error: str | None = None
     status: int | None = None
     message: str | None = None
     retry: int = 0
     waited: float = 0.0
+    note: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -293,6 +297,7 @@ class Attempt:
             "message": self.message,
             "retry": self.retry,
             "waitedMs": round(self.waited * 1000, 3),
+            "note": self.note,
         }
 
 

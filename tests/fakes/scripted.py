@@ -13,7 +13,7 @@ from typing import Any
 
 from polyroute import errors
 from polyroute.providers.base import CallLimits, Capabilities
-from polyroute.types import ChatRequest, ChatResponse, ChatStreamEvent, EmbeddingResponse, Message, Usage
+from polyroute.types import ChatRequest, ChatResponse, ChatStreamEvent, EmbeddingResponse, Message, ToolCall, Usage
 
 
 @dataclass
@@ -26,6 +26,7 @@ class Step:
     gap: float = 0.0                   # between tokens
     fail_after: int | None = None      # raise ``error`` after this many tokens
     finish: bool = True                # emit the end event
+    tool_calls: list[ToolCall] = field(default_factory=list)  # streamed before the tokens
 
 
 class ScriptedProvider:
@@ -40,6 +41,8 @@ class ScriptedProvider:
         self.peak = 0
         self.closed = False
         self.on_call: Callable[[], Any] | None = None
+        #: calls abandoned by the router (hedge losers, closed streams) before they finished
+        self.cancelled = 0
 
     def missing_config(self) -> str | None:
         return self.missing
@@ -63,6 +66,9 @@ class ScriptedProvider:
                 provider=self.name,
                 model=model,
             )
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
         finally:
             self.in_flight -= 1
 
@@ -76,6 +82,8 @@ class ScriptedProvider:
                 await asyncio.sleep(step.delay)
             if step.error is not None and step.fail_after in (None, 0):
                 raise step.error
+            for call in step.tool_calls:
+                yield ChatStreamEvent("tool_call", tool_call=call, provider=self.name, model=model)
             for i, token in enumerate(step.tokens):
                 if step.gap and i:
                     await asyncio.sleep(step.gap)
@@ -86,6 +94,9 @@ class ScriptedProvider:
                 usage = Usage(prompt_tokens=3, completion_tokens=len(step.tokens), total_tokens=3 + len(step.tokens))
                 yield ChatStreamEvent("usage", usage=usage, provider=self.name, model=model)
                 yield ChatStreamEvent("end", finish_reason="stop", provider=self.name, model=model)
+        except (asyncio.CancelledError, GeneratorExit):
+            self.cancelled += 1
+            raise
         finally:
             self.in_flight -= 1
 

@@ -6,10 +6,9 @@ import asyncio
 
 import pytest
 
+from fakes.scripted import ScriptedProvider, Step, unavailable
 from polyroute import ChatRequest, EmbeddingRequest, Message, RetryPolicy, Router, errors
 from polyroute.types import ChatStreamEvent, ModelRef
-
-from fakes.scripted import ScriptedProvider, Step, unavailable
 
 
 def req(model: str = "a:m1", *fallbacks: str, **kw: object) -> ChatRequest:

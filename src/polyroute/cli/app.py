@@ -175,3 +175,7 @@ def serve(
 
 def main() -> None:
     app()
+
+
+# Commands that live in their own modules register themselves on ``app`` when imported.
+from polyroute.cli import status as _status  # noqa: E402, F401

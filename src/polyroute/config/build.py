@@ -11,10 +11,12 @@ import importlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from polyroute.config.schema import ProviderSettings, Settings
+from polyroute.config.schema import AliasSettings, ProviderSettings, Settings
 from polyroute.errors import ConfigError
 from polyroute.providers.base import Provider
 from polyroute.router import RetryPolicy, Router
+from polyroute.router.breaker import BreakerSettings
+from polyroute.router.policy import Deployment, HedgePolicy, RoutingPolicy
 
 __all__ = ["KINDS", "build_provider", "build_router", "disabled_providers"]
 
@@ -44,7 +46,9 @@ def _provider_class(kind: str, name: str, source: str) -> Any:
     return getattr(importlib.import_module(module_name), class_name)
 
 
-def build_provider(name: str, cfg: ProviderSettings, environ: Mapping[str, str], *, source: str = "<config>") -> Provider:
+def build_provider(
+    name: str, cfg: ProviderSettings, environ: Mapping[str, str], *, source: str = "<config>"
+) -> Provider:
     """Build one provider: explicit config values first, then the provider's env conventions."""
     kind = cfg.kind or ("openai" if (cfg.preset or name) in _presets() and name not in KINDS else name)
     overrides: dict[str, Any] = {k: v for k, v in cfg.options.items()}
@@ -63,12 +67,38 @@ def build_provider(name: str, cfg: ProviderSettings, environ: Mapping[str, str],
             provider = cls.from_env(name=name, environ=environ, **overrides)
     # Explicit values from the file win over the provider's environment conventions.
     if cfg.endpoint and hasattr(provider, "base_url"):
-        provider.base_url = cfg.endpoint.rstrip("/")  # type: ignore[attr-defined]
+        provider.base_url = cfg.endpoint.rstrip("/")
     if cfg.api_key_env and hasattr(provider, "api_key_env"):
-        provider.api_key_env = cfg.api_key_env  # type: ignore[attr-defined]
+        provider.api_key_env = cfg.api_key_env
     if cfg.api_key is not None and hasattr(provider, "api_key"):
-        provider.api_key = cfg.api_key or None  # type: ignore[attr-defined]
+        provider.api_key = cfg.api_key or None
     return provider
+
+
+def build_policy(alias: str, cfg: AliasSettings) -> RoutingPolicy:
+    """The router's policy object for one alias's object-form configuration."""
+    deployments = tuple(
+        Deployment(
+            model=d.model,
+            weight=d.weight,
+            input_price=d.input_price,
+            output_price=d.output_price,
+            rpm=d.rpm,
+            tpm=d.tpm,
+        )
+        for d in cfg.deployments
+    )
+    hedge = cfg.hedge
+    return RoutingPolicy(
+        strategy=cfg.strategy or ("weighted" if deployments else "ordered"),
+        deployments=deployments,
+        sticky=cfg.sticky,
+        hedge=HedgePolicy(**hedge.model_dump()) if hedge is not None else None,
+        resume=cfg.resume,
+        on_context_length=cfg.on_context_length,
+        on_content_filter=cfg.on_content_filter,
+        name=alias,
+    )
 
 
 def disabled_providers(settings: Settings) -> list[str]:
@@ -81,6 +111,10 @@ def build_router(settings: Settings, environ: Mapping[str, str] | None = None) -
 
     env = environ if environ is not None else os.environ
     rs = settings.runtime.router
+    try:
+        breaker = BreakerSettings(**rs.breaker.model_dump())
+    except ValueError as exc:
+        raise ConfigError(f"{settings.source}: runtime.router.breaker: {exc}") from None
     router = Router(
         max_concurrency=rs.max_concurrency,
         timeout=rs.timeout,
@@ -91,7 +125,13 @@ def build_router(settings: Settings, environ: Mapping[str, str] | None = None) -
         max_provider_concurrency=rs.max_provider_concurrency,
         retry=RetryPolicy(max_retries=rs.retries, max_attempts=rs.max_attempts, max_retry_after=rs.max_retry_after),
         aliases=settings.models,
+        breaker=breaker,
     )
+    for alias, alias_cfg in settings.routing.items():
+        try:
+            router.set_policy(alias, build_policy(alias, alias_cfg))
+        except ValueError as exc:
+            raise ConfigError(f"{settings.source}: models.{alias}: {exc}") from None
     for name, cfg in settings.providers.items():
         if not cfg.enabled:
             continue

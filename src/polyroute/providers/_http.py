@@ -11,10 +11,10 @@ from __future__ import annotations
 import email.utils
 import re
 import time
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from contextlib import aclosing, asynccontextmanager, suppress
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 import orjson
@@ -22,9 +22,13 @@ import orjson
 from polyroute import errors
 from polyroute.providers._sse import SSEDecoder, SSEEvent
 from polyroute.providers.base import CallLimits
+from polyroute.types import ChatResponse, ChatStreamEvent, FinishReason, Message, ToolCall, Usage
 
 __all__ = [
     "HTTPProvider",
+    "JSONStreamParser",
+    "StreamParser",
+    "assistant_reply",
     "error_from_payload",
     "error_from_response",
     "parse_retry_after",
@@ -72,10 +76,8 @@ def parse_retry_after(headers: Mapping[str, str], *, now: float | None = None) -
     waits: list[float] = []
     ms = headers.get("retry-after-ms")
     if ms:
-        try:
+        with suppress(ValueError):
             waits.append(max(0.0, float(ms) / 1000))
-        except ValueError:
-            pass
     ra = headers.get("retry-after")
     if ra:
         seconds = _parse_duration(ra)
@@ -181,7 +183,9 @@ def error_from_response(
     return errors.BadRequestError(f"unexpected HTTP status {status}", **kw)
 
 
-def transport_error(exc: httpx.HTTPError, provider: str, model: str, *, streaming: bool = False) -> errors.ProviderError:
+def transport_error(
+    exc: httpx.HTTPError, provider: str, model: str, *, streaming: bool = False
+) -> errors.ProviderError:
     """Map an httpx transport failure to a typed error (never leaks the request URL's secrets)."""
     kw: dict[str, Any] = {"provider": provider, "model": model}
     if isinstance(exc, httpx.ConnectTimeout):
@@ -258,6 +262,83 @@ def error_from_payload(
     exc = error_from_response(provider, model, status, {}, body)
     exc.status = explicit
     return exc
+
+
+class StreamParser(Protocol):
+    """One call's translation of a provider's SSE events into ours, for :meth:`HTTPProvider.relay_sse`."""
+
+    #: true once the provider's finish marker has been seen
+    done: bool
+
+    def feed(self, event: SSEEvent) -> list[ChatStreamEvent]: ...
+
+
+def assistant_reply(
+    provider: str,
+    model: str,
+    *,
+    reply_id: str,
+    text: str,
+    tool_calls: list[ToolCall],
+    finish: FinishReason,
+    usage: Usage,
+) -> ChatResponse:
+    """A whole reply built from parts the provider module has already checked (no re-validation)."""
+    message = Message.model_construct(role="assistant", content=text or None, tool_calls=tool_calls or None)
+    return ChatResponse.model_construct(
+        id=reply_id, message=message, finish_reason=finish, usage=usage, provider=provider, model=model
+    )
+
+
+class JSONStreamParser:
+    """A :class:`StreamParser` for streams whose events are JSON objects named by a ``type`` field.
+
+    Subclasses implement :meth:`handle` for one event and call :meth:`finish` at the provider's
+    finish marker. Data that is not a JSON object, or that lacks a field ``handle`` looks up,
+    raises ``StreamInterruptedError(malformed)``: the stream cannot be trusted past it.
+    """
+
+    __slots__ = ("done", "model", "provider")
+
+    def __init__(self, provider: str, model: str) -> None:
+        self.provider = provider
+        self.model = model
+        self.done = False
+
+    def malformed(self, what: str) -> errors.StreamInterruptedError:
+        return errors.StreamInterruptedError(
+            f"the provider's stream could not be read: {what}",
+            kind="malformed",
+            provider=self.provider,
+            model=self.model,
+        )
+
+    def feed(self, event: SSEEvent) -> list[ChatStreamEvent]:
+        try:
+            data = orjson.loads(event.data)
+        except orjson.JSONDecodeError:
+            raise self.malformed(f"a {event.event!r} event is not valid JSON") from None
+        if type(data) is not dict:
+            raise self.malformed(f"a {event.event!r} event is not a JSON object")
+        try:
+            return self.handle(data.get("type") or event.event, data)
+        except (AttributeError, TypeError, KeyError, IndexError):
+            raise self.malformed(f"a {event.event!r} event does not have the documented shape") from None
+
+    def handle(self, kind: str, data: dict[str, Any]) -> list[ChatStreamEvent]:
+        """Our events for one provider event of type ``kind``."""
+        raise NotImplementedError
+
+    def finish(self, reply: ChatResponse) -> list[ChatStreamEvent]:
+        """The closing ``usage`` and ``end`` events for ``reply``; the stream is then done."""
+        self.done = True
+        provider, model, usage = self.provider, self.model, reply.usage
+        return [
+            ChatStreamEvent("usage", usage=usage, provider=provider, model=model),
+            ChatStreamEvent(
+                "end", finish_reason=reply.finish_reason, usage=usage, response=reply, provider=provider, model=model
+            ),
+        ]
 
 
 class HTTPProvider:
@@ -394,7 +475,7 @@ class HTTPProvider:
         except httpx.HTTPError as exc:
             raise transport_error(exc, self.name, model, streaming=True) from None
 
-    async def iter_sse(self, response: httpx.Response, model: str) -> AsyncIterator[SSEEvent]:
+    async def iter_sse(self, response: httpx.Response, model: str) -> AsyncGenerator[SSEEvent, None]:
         """The body as whole Server-Sent Events, however its bytes were split across reads.
 
         Returning normally only means the connection ended; callers check for their own
@@ -406,3 +487,23 @@ class HTTPProvider:
                 yield event
         for event in decoder.close():
             yield event
+
+    async def relay_sse(
+        self, path: str, payload: Any, model: str, limits: CallLimits, parser: StreamParser
+    ) -> AsyncGenerator[ChatStreamEvent, None]:
+        """POST, decode the SSE body, and relay what ``parser`` makes of each event.
+
+        The stream is complete when the parser reports ``done`` (it saw its provider's finish
+        marker); a body that ends before that raises ``StreamInterruptedError(truncated)``.
+        """
+        async with self.open_stream(path, payload, model, limits) as response, aclosing(
+            self.iter_sse(response, model)
+        ) as events:
+            async for sse in events:
+                for event in parser.feed(sse):
+                    yield event
+                if parser.done:
+                    return
+        raise errors.StreamInterruptedError(
+            "the stream ended before its finish marker", kind="truncated", provider=self.name, model=model
+        )

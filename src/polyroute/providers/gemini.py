@@ -1,9 +1,8 @@
 """Google Gemini (Generative Language API): ``generateContent``, SSE streaming, batch embeddings.
 
-The wire format differs from OpenAI's in ways that matter for correctness:
+What differs from OpenAI's format, and why the code looks the way it does:
 
-- the key travels only in the ``x-goog-api-key`` header (a ``?key=`` query would end up in
-  access logs and in any error that prints the URL);
+- the key travels only in the ``x-goog-api-key`` header (a ``?key=`` query ends up in logs);
 - system messages become one ``systemInstruction``; assistant turns have role ``model``;
   tool results are ``functionResponse`` parts of a *user* turn, named after the function,
   not the call id; consecutive turns of the same role are merged because Gemini wants the
@@ -32,6 +31,7 @@ import orjson
 
 from polyroute import errors
 from polyroute.providers._http import HTTPProvider, error_from_payload, error_from_response, parse_retry_after
+from polyroute.providers._schema import gemini_schema
 from polyroute.providers.base import CallLimits, Capabilities
 from polyroute.types import (
     ChatRequest,
@@ -65,87 +65,6 @@ _FILTERED = frozenset({
 })
 _BAD_TOOL_CALL = frozenset({"MALFORMED_FUNCTION_CALL", "UNEXPECTED_TOOL_CALL", "TOO_MANY_TOOL_CALLS"})
 _TOOL_MODES = {"auto": "AUTO", "none": "NONE", "required": "ANY"}
-
-# JSON Schema keywords that Gemini's Schema also has, copied as they are. Everything else
-# (additionalProperties, $schema, exclusiveMinimum, ...) is dropped: Gemini rejects it.
-_SCHEMA_KEYS = frozenset({
-    "title", "description", "minItems", "maxItems", "minProperties", "maxProperties", "minLength",
-    "maxLength", "pattern", "minimum", "maximum", "default", "example", "propertyOrdering",
-})
-_SCHEMA_FORMATS = {"STRING": ("enum", "date-time"), "NUMBER": ("float", "double"), "INTEGER": ("int32", "int64")}
-
-
-# --------------------------------------------------------------------------- schemas
-
-
-def gemini_schema(schema: Mapping[str, Any]) -> dict[str, Any]:
-    """Convert a JSON Schema into Gemini's ``Schema`` (an OpenAPI 3.0 subset).
-
-    Types are upper-cased; ``["x", "null"]`` and ``anyOf [x, null]`` become ``nullable``;
-    local ``$ref``s are inlined (a recursive schema cannot be expressed and is refused);
-    ``const`` becomes a one-value ``enum``; formats Gemini does not know are dropped.
-    """
-    defs = {**(schema.get("definitions") or {}), **(schema.get("$defs") or {})}
-    return _convert(schema, defs, ())
-
-
-def _convert(schema: Any, defs: Mapping[str, Any], refs: tuple[str, ...]) -> dict[str, Any]:
-    if not isinstance(schema, Mapping):
-        return {}
-    ref = schema.get("$ref")
-    if isinstance(ref, str):
-        name = ref.rpartition("/")[2]
-        if not ref.startswith("#/") or name not in defs:
-            raise errors.UnsupportedFeatureError(f"schema reference {ref!r} cannot be resolved")
-        if name in refs:
-            raise errors.UnsupportedFeatureError(f"Gemini cannot express the recursive schema {name!r}")
-        return _convert({**defs[name], **{k: v for k, v in schema.items() if k != "$ref"}}, defs, (*refs, name))
-    out: dict[str, Any] = {k: v for k, v in schema.items() if k in _SCHEMA_KEYS}
-    nullable = schema.get("nullable") is True
-    kind = schema.get("type")
-    if isinstance(kind, list):
-        kinds = [k for k in kind if k != "null" and isinstance(k, str)]
-        nullable = nullable or len(kinds) < len(kind)
-        kind = kinds[0] if len(kinds) == 1 else None
-        if len(kinds) > 1:
-            out["anyOf"] = [{"type": k.upper()} for k in kinds]
-    if isinstance(kind, str):
-        out["type"] = kind.upper()
-    values = [schema["const"]] if "const" in schema else schema.get("enum")
-    if isinstance(values, list):
-        nullable = nullable or None in values
-        values = [v for v in values if v is not None]
-        if values and all(isinstance(v, str) for v in values):
-            out["enum"] = values
-            out.setdefault("type", "STRING")
-    fmt = schema.get("format")
-    if fmt in _SCHEMA_FORMATS.get(out.get("type", ""), ()):
-        out["format"] = fmt
-    props = schema.get("properties")
-    if isinstance(props, Mapping):
-        out["properties"] = {name: _convert(sub, defs, refs) for name, sub in props.items()}
-        required = [r for r in schema.get("required") or () if r in props]
-        if required:
-            out["required"] = required
-    items = schema.get("items")
-    if isinstance(items, list):
-        items = items[0] if items else None
-    if isinstance(items, Mapping):
-        out["items"] = _convert(items, defs, refs)
-    branches = schema.get("anyOf") or schema.get("oneOf")
-    if isinstance(branches, list):
-        real = [b for b in branches if not (isinstance(b, Mapping) and b.get("type") == "null")]
-        nullable = nullable or len(real) < len(branches)
-        if len(real) == 1:
-            out = {**_convert(real[0], defs, refs), **out}
-        elif real:
-            out["anyOf"] = [_convert(b, defs, refs) for b in real]
-    for sub in schema.get("allOf") or ():
-        out = {**_convert(sub, defs, refs), **out}
-    if nullable:
-        out["nullable"] = True
-    return out
-
 
 # --------------------------------------------------------------------------- requests
 
@@ -283,14 +202,15 @@ def _usage(meta: Any) -> Usage | None:
     """Our usage from ``usageMetadata``; completion tokens include thinking, as OpenAI counts them."""
     if not isinstance(meta, dict):
         return None
-    prompt = int(meta.get("promptTokenCount") or 0) + int(meta.get("toolUsePromptTokenCount") or 0)
-    thoughts = int(meta.get("thoughtsTokenCount") or 0)
-    completion = int(meta.get("candidatesTokenCount") or 0) + thoughts
+    count = {k: v for k, v in meta.items() if type(v) is int}
+    prompt = count.get("promptTokenCount", 0) + count.get("toolUsePromptTokenCount", 0)
+    thoughts = count.get("thoughtsTokenCount", 0)
+    completion = count.get("candidatesTokenCount", 0) + thoughts
     return Usage.model_construct(
         prompt_tokens=prompt,
         completion_tokens=completion,
-        total_tokens=int(meta.get("totalTokenCount") or prompt + completion),
-        cached_tokens=int(meta.get("cachedContentTokenCount") or 0),
+        total_tokens=count.get("totalTokenCount") or prompt + completion,
+        cached_tokens=count.get("cachedContentTokenCount", 0),
         reasoning_tokens=thoughts,
     )
 
@@ -340,7 +260,8 @@ def gemini_error(
         return error_from_response(provider, model, status, headers, body)
     rpc = str(err.get("status") or "")
     message = str(err.get("message") or "") or None
-    details = [d for d in err.get("details") or () if isinstance(d, dict)]
+    raw_details = err.get("details")
+    details = [d for d in raw_details if isinstance(d, dict)] if isinstance(raw_details, list) else []
     kw: dict[str, Any] = {"provider": provider, "model": model, "status": status, "provider_message": message}
     if rpc == "UNAUTHENTICATED" or any(d.get("reason") == "API_KEY_INVALID" for d in details):
         return errors.AuthenticationError("the provider rejected the API key", **kw)
@@ -359,6 +280,7 @@ def gemini_error(
 class GeminiProvider(HTTPProvider):
     """Gemini through the Generative Language API (Google AI Studio keys)."""
 
+    name = "gemini"
     api_key_env = "GEMINI_API_KEY"
     capabilities = Capabilities(chat=True, stream=True, embeddings=True, tools=True, vision=True, json_output=True)
 
@@ -416,14 +338,11 @@ class GeminiProvider(HTTPProvider):
         if not isinstance(data, dict):
             raise errors.ProviderUnavailableError("the answer is not a JSON object", provider=self.name, model=model)
         feedback = data.get("promptFeedback")
-        reason = feedback.get("blockReason") if isinstance(feedback, dict) else None
-        if reason:
-            assert isinstance(feedback, dict)
+        if isinstance(feedback, dict) and feedback.get("blockReason"):
+            reason = feedback["blockReason"]
+            why = str(feedback.get("blockReasonMessage") or reason)
             raise errors.ContentFilteredError(
-                f"the provider blocked the prompt ({reason})",
-                provider=self.name,
-                model=model,
-                provider_message=str(feedback.get("blockReasonMessage") or reason),
+                f"the provider blocked the prompt ({reason})", provider=self.name, model=model, provider_message=why
             )
         candidates = data.get("candidates")
         if isinstance(candidates, list) and candidates and isinstance(candidates[0], dict):
@@ -462,20 +381,20 @@ class GeminiProvider(HTTPProvider):
         if candidate is None:
             raise errors.ProviderUnavailableError("the answer has no candidate", provider=self.name, model=model)
         texts, calls = _read_parts(candidate, 0)
-        finish = self._finish(
-            candidate.get("finishReason"), model, output=bool(texts or calls), calls=bool(calls), strict=False
+        output = bool(texts or calls)
+        finish = self._finish(candidate.get("finishReason"), model, output=output, calls=bool(calls), strict=False)
+        usage = _usage(data.get("usageMetadata")) or Usage()
+        return self._reply(model, texts, calls, rid=str(data.get("responseId") or ""), finish=finish, usage=usage)
+
+    def _reply(
+        self, model: str, texts: list[str], calls: list[ToolCall], *, rid: str, finish: FinishReason, usage: Usage
+    ) -> ChatResponse:
+        message = Message.model_construct(
+            role="assistant", content="".join(texts) or None, tool_calls=calls or None, name=None, tool_call_id=None
         )
         return ChatResponse.model_construct(
-            id=str(data.get("responseId") or ""),
-            message=Message.model_construct(
-                role="assistant", content="".join(texts) or None, tool_calls=calls or None, name=None, tool_call_id=None
-            ),
-            finish_reason=finish,
-            usage=_usage(data.get("usageMetadata")) or Usage(),
-            provider=self.name,
-            model=model,
-            latency=0.0,
-            attempts=[],
+            id=rid, message=message, finish_reason=finish, usage=usage, provider=self.name, model=model,
+            latency=0.0, attempts=[],
         )
 
     async def stream(self, model: str, request: ChatRequest, limits: CallLimits) -> AsyncIterator[ChatStreamEvent]:
@@ -509,13 +428,7 @@ class GeminiProvider(HTTPProvider):
             )
         usage = usage or Usage()
         yield ChatStreamEvent("usage", usage=usage, provider=self.name, model=model)
-        message = Message.model_construct(
-            role="assistant", content="".join(texts) or None, tool_calls=calls or None, name=None, tool_call_id=None
-        )
-        reply = ChatResponse.model_construct(
-            id=response_id, message=message, finish_reason=finish, usage=usage, provider=self.name, model=model,
-            latency=0.0, attempts=[],
-        )
+        reply = self._reply(model, texts, calls, rid=response_id, finish=finish, usage=usage)
         yield ChatStreamEvent("end", usage=usage, finish_reason=finish, response=reply, provider=self.name, model=model)
 
     def _decode_chunk(self, data: str, model: str) -> dict[str, Any]:
@@ -553,12 +466,11 @@ class GeminiProvider(HTTPProvider):
             raise errors.ProviderUnavailableError(
                 f"asked for {len(inputs)} embeddings, got {got}", provider=self.name, model=model
             )
-        vectors: list[list[float]] = []
-        for item in embeddings:
-            values = item.get("values") if isinstance(item, dict) else None
-            if not isinstance(values, list):
-                raise errors.ProviderUnavailableError("an embedding has no values", provider=self.name, model=model)
-            vectors.append(values)
+        vectors: list[list[float]] = [
+            v for item in embeddings if isinstance(item, dict) and isinstance(v := item.get("values"), list)
+        ]
+        if len(vectors) != len(inputs):
+            raise errors.ProviderUnavailableError("an embedding has no values", provider=self.name, model=model)
         usage = _usage(data.get("usageMetadata")) or Usage()
         return EmbeddingResponse.model_construct(
             vectors=vectors, usage=usage, provider=self.name, model=model, latency=0.0, attempts=[]

@@ -46,8 +46,7 @@ class Limiter:
         else:
             await self._sem.acquire()
         self.in_flight += 1
-        if self.in_flight > self.peak:
-            self.peak = self.in_flight
+        self.peak = max(self.peak, self.in_flight)
 
     def release(self) -> None:
         self.in_flight -= 1

@@ -33,7 +33,9 @@ class RetryPolicy:
         if self.max_retries < 0 or self.max_attempts < 1:
             raise ValueError("max_retries must be >= 0 and max_attempts >= 1")
 
-    def wait_before_retry(self, retry_index: int, error: PolyrouteError, rng: random.Random | None = None) -> float | None:
+    def wait_before_retry(
+        self, retry_index: int, error: PolyrouteError, rng: random.Random | None = None
+    ) -> float | None:
         """Seconds to wait before retry number ``retry_index`` (1-based), or None to move on."""
         if retry_index > self.max_retries or not error.retryable:
             return None

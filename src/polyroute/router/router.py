@@ -1,48 +1,56 @@
 """The router: routing policy over registered providers, and nothing about HTTP.
 
-For each call the router expands the request's model and fallbacks into candidates, then
-walks them in order: it skips candidates that cannot be called here (recording why), takes
-a concurrency slot within the call's deadline, calls the provider under the right timeout,
-and on failure decides from the error's class whether to retry, move on, or stop. Every
-outcome, good or bad, is recorded as an :class:`~polyroute.types.Attempt` and returned with
-the response or the error, so callers can always see what happened.
+For each call the router expands the request's model and fallbacks into candidates (an
+alias with a balancing strategy is ordered by the balancer first), then walks them in
+order: it skips candidates that cannot be called here or whose circuit is open (recording
+why), takes a concurrency slot within the call's deadline, calls the provider under the
+right timeout, and on failure decides from the error's class and the alias's
+:class:`RoutingPolicy` whether to retry, move on, jump to a named candidate, or stop. Every
+outcome is recorded as an :class:`~polyroute.types.Attempt` and returned with the response
+or the error, so callers can always see what happened. The walks themselves live in
+:mod:`~polyroute.router.walk` and :mod:`~polyroute.router.streaming`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import math
-from contextlib import aclosing
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+import contextlib
+import dataclasses
+import random
+import time
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from polyroute import errors
 from polyroute.providers.base import CallLimits, Provider
+from polyroute.router.balancer import Balancer
+from polyroute.router.breaker import BreakerSettings
 from polyroute.router.candidates import expand_chain
+from polyroute.router.deployments import DeploymentTable
+from polyroute.router.health import RouterHealth
+from polyroute.router.hedging import HedgeBudget
 from polyroute.router.limits import Limiter
+from polyroute.router.plan import CallPlan
+from polyroute.router.policy import DEFAULT_POLICY, Deployment, RoutingPolicy, ref_key
 from polyroute.router.retry import RetryPolicy
+from polyroute.router.streaming import stream_walk
+from polyroute.router.walk import walk
 from polyroute.types import (
-    Attempt,
     ChatRequest,
     ChatResponse,
     ChatStreamEvent,
     EmbeddingRequest,
     EmbeddingResponse,
-    Message,
     ModelRef,
     ModelSpec,
-    ToolCall,
-    Usage,
 )
 
 if TYPE_CHECKING:
     from polyroute.router.sync import SyncRouter
 
-__all__ = ["Router"]
-
-T = TypeVar("T", ChatResponse, EmbeddingResponse)
+__all__ = ["Registration", "Router"]
 
 
 @dataclass(slots=True)
@@ -54,16 +62,11 @@ class Registration:
     timeout: float | None
 
 
-def _wrap_unexpected(exc: Exception, ref: ModelRef, *, streaming: bool) -> errors.PolyrouteError:
-    """A provider bug (KeyError on an odd payload, ...) becomes a typed, fall-back-able error."""
-    what = f"{type(exc).__name__}: {exc}"
-    if streaming:
-        return errors.StreamInterruptedError(
-            f"the provider's stream could not be read ({what})", kind="malformed", provider=ref.provider, model=ref.model_id
-        )
-    return errors.ProviderUnavailableError(
-        f"the provider's answer could not be read ({what})", provider=ref.provider, model=ref.model_id
-    )
+def _prompt_tokens(request: ChatRequest | EmbeddingRequest) -> int:
+    """A rough token count (4 characters a token), for tpm limits and cost estimates."""
+    if isinstance(request, EmbeddingRequest):
+        return sum(len(t) for t in request.input) // 4 + 1
+    return sum(len(m.text) for m in request.messages) // 4 + 1
 
 
 class Router:
@@ -72,7 +75,10 @@ class Router:
     ``timeout`` is the whole-call deadline (across retries and fallbacks) unless a request
     sets its own. ``first_token_timeout`` and ``idle_timeout`` guard streams: a candidate
     that has produced nothing by then is abandoned for the next one (before output reached
-    the caller) or reported as an error (after).
+    the caller) or reported as an error (after). ``breaker`` configures the per-deployment
+    circuit breakers, ``policy`` the routing of calls that name no alias with a policy of
+    its own; ``clock`` (monotonic seconds) drives breakers, rate limits and health, and is
+    injectable so tests need no sleeping.
     """
 
     def __init__(
@@ -87,6 +93,11 @@ class Router:
         max_provider_concurrency: int | None = None,
         retry: RetryPolicy | None = None,
         aliases: Mapping[str, Sequence[ModelSpec]] | None = None,
+        breaker: BreakerSettings | None = None,
+        policy: RoutingPolicy | None = None,
+        policies: Mapping[str, RoutingPolicy] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
     ) -> None:
         if timeout <= 0:
             raise ValueError("timeout must be positive")
@@ -99,13 +110,28 @@ class Router:
         self.retry = retry or RetryPolicy()
         self.aliases: dict[str, list[ModelSpec]] = {k: list(v) for k, v in (aliases or {}).items()}
         self.limiter = Limiter(max_concurrency, "the router")
+        self.clock = clock
+        self.default_policy = dataclasses.replace(policy, name="") if policy is not None else DEFAULT_POLICY
+        self.policies: dict[str, RoutingPolicy] = {}
+        self.deployments = DeploymentTable(breaker, clock)
+        self._balancer = Balancer(self.deployments, rng)
+        self._balanced = False
+        self._need_tokens = False
+        self._budgets: dict[str, HedgeBudget] = {}
         self._registry: dict[str, Registration] = {}
         self._sync: SyncRouter | None = None
+        for alias, alias_policy in (policies or {}).items():
+            self.set_policy(alias, alias_policy)
 
     # ------------------------------------------------------------------ registry
 
     def register(
-        self, provider: Provider, *, name: str | None = None, max_concurrency: int | None = None, timeout: float | None = None
+        self,
+        provider: Provider,
+        *,
+        name: str | None = None,
+        max_concurrency: int | None = None,
+        timeout: float | None = None,
     ) -> Provider:
         """Make ``provider`` callable as ``"<name>:<model_id>"`` (name defaults to provider.name)."""
         key = name or provider.name
@@ -117,10 +143,43 @@ class Router:
         )
         return provider
 
-    def add_alias(self, name: str, candidates: Sequence[ModelSpec]) -> None:
+    def add_alias(
+        self, name: str, candidates: Sequence[ModelSpec | Deployment], *, policy: RoutingPolicy | None = None
+    ) -> None:
+        """Define ``name`` as ``candidates`` in fallback order, optionally with a routing policy.
+
+        A :class:`Deployment` among the candidates joins the policy's balanced group (with
+        its weight, prices and limits); the policy's strategy defaults to ``weighted`` then.
+        """
         if ":" in name:
             raise ValueError(f"alias {name!r} must not contain ':' (that is a model reference)")
-        self.aliases[name] = list(candidates)
+        groups = tuple(c for c in candidates if isinstance(c, Deployment))
+        self.aliases[name] = [c.model if isinstance(c, Deployment) else c for c in candidates]
+        if groups:
+            policy = policy or RoutingPolicy(strategy="weighted")
+            policy = dataclasses.replace(policy, deployments=(*policy.deployments, *groups))
+        if policy is not None:
+            self.set_policy(name, policy)
+
+    def set_policy(self, alias: str, policy: RoutingPolicy) -> None:
+        """Attach ``policy`` to ``alias`` (its group members are put first in the alias if missing)."""
+        policy = dataclasses.replace(policy, name=alias)
+        entries = self.aliases.setdefault(alias, [])
+        present = {str(e).strip() for e in entries}
+        missing = [d.model for d in policy.deployments if d.key not in present]
+        if missing:
+            self.aliases[alias] = [*missing, *entries]
+        now = self.clock()
+        for d in policy.deployments:
+            key = ref_key(d.model)
+            if key is not None:
+                self.deployments.get(*key).configure(d, now)
+        self.policies[alias] = policy
+        self._budgets.pop(alias, None)
+        self._balanced = any(p.strategy != "ordered" for p in self.policies.values())
+        self._need_tokens = any(
+            p.strategy == "lowest_cost" or any(d.tpm for d in p.deployments) for p in self.policies.values()
+        )
 
     @property
     def providers(self) -> Mapping[str, Provider]:
@@ -129,9 +188,70 @@ class Router:
     def registration(self, name: str) -> Registration | None:
         return self._registry.get(name)
 
-    def candidates(self, model: ModelSpec, fallbacks: Sequence[ModelSpec] = ()) -> list[ModelRef]:
-        """The ordered candidates a call with this model and these fallbacks would try."""
-        return expand_chain(model, fallbacks, self.aliases)
+    def candidates(
+        self,
+        model: ModelSpec,
+        fallbacks: Sequence[ModelSpec] = (),
+        *,
+        request: ChatRequest | EmbeddingRequest | None = None,
+    ) -> list[ModelRef]:
+        """The ordered candidates a call with this model and these fallbacks would try.
+
+        Without ``request`` balanced groups are listed in configuration order; with it, in
+        the order the balancer would pick for that request right now.
+        """
+        if request is None or not self._balanced:
+            return expand_chain(model, fallbacks, self.aliases)
+        balancer = self._balancer
+        streaming = isinstance(request, ChatRequest) and bool(request.metadata.get("_stream"))
+        session = request.metadata.get("session_id") if isinstance(request, ChatRequest) else None
+        prompt = _prompt_tokens(request) if self._need_tokens else 0
+        output = request.max_tokens if isinstance(request, ChatRequest) else 1
+
+        def reorder(alias: str, entries: Sequence[ModelSpec]) -> Sequence[ModelSpec]:
+            policy = self.policies.get(alias)
+            if policy is None or policy.strategy == "ordered":
+                return entries
+            return balancer.order(
+                alias,
+                policy,
+                list(entries),
+                session=session,
+                streaming=streaming,
+                prompt_tokens=prompt,
+                output_tokens=output,
+            )
+
+        return expand_chain(model, fallbacks, self.aliases, reorder)
+
+    def policy_for(self, model: ModelSpec) -> RoutingPolicy:
+        """The routing policy a call naming ``model`` follows."""
+        if isinstance(model, str):
+            return self.policies.get(model.strip(), self.default_policy)
+        return self.default_policy
+
+    def health(self) -> RouterHealth:
+        """Every known deployment's breaker state, error rate, latency and load, right now."""
+        for alias in self.aliases:
+            try:
+                refs = expand_chain(alias, (), self.aliases)
+            except errors.ConfigError:
+                continue
+            for ref in refs:
+                if ref.provider in self._registry:
+                    self.deployments.get(ref.provider, ref.model_id)
+        for state in self.deployments:
+            reg = self._registry.get(state.provider)
+            if reg is not None:
+                state.check_key(getattr(reg.provider, "api_key", None))
+        now = self.clock()
+        rows = sorted((s.snapshot(now) for s in self.deployments), key=lambda d: (d.provider, d.model))
+        return RouterHealth(
+            in_flight=self.limiter.in_flight,
+            max_concurrency=self.limiter.limit,
+            waiting=self.limiter.waiting,
+            deployments=rows,
+        )
 
     # ------------------------------------------------------------------ shared policy
 
@@ -168,31 +288,6 @@ class Router:
             update["max_tokens"] = ref.max_tokens
         return request.model_copy(update=update) if update else request
 
-    @staticmethod
-    def _failed(ref: ModelRef, exc: errors.PolyrouteError, elapsed: float, retry: int, waited: float) -> Attempt:
-        return Attempt(
-            provider=ref.provider,
-            model=ref.model_id,
-            outcome="error",
-            elapsed=elapsed,
-            error=type(exc).__name__,
-            status=exc.status,
-            message=exc.message if not exc.provider_message else f"{exc.message}: {exc.provider_message}",
-            retry=retry,
-            waited=waited,
-        )
-
-    @staticmethod
-    def _skipped(ref: ModelRef, exc: errors.PolyrouteError) -> Attempt:
-        return Attempt(ref.provider, ref.model_id, "skipped", error=type(exc).__name__, message=exc.message)
-
-    def _give_up(self, attempts: list[Attempt], last: errors.PolyrouteError | None) -> errors.AllCandidatesFailedError:
-        if not attempts:
-            return errors.AllCandidatesFailedError([], errors.ConfigError("the request names no candidate"))
-        error = errors.AllCandidatesFailedError(attempts, last)
-        error.attempts = attempts
-        return error
-
     def _retry_wait(self, exc: errors.PolyrouteError, retry: int, calls: int, deadline: float) -> float | None:
         """Seconds to wait before retrying the same candidate, or None to move on."""
         if calls >= self.retry.max_attempts:
@@ -202,91 +297,36 @@ class Router:
             return None
         return wait
 
-    # ------------------------------------------------------------------ non-streaming
+    def _hedge_budget(self, policy: RoutingPolicy) -> HedgeBudget:
+        budget = self._budgets.get(policy.name)
+        if budget is None:
+            assert policy.hedge is not None
+            budget = self._budgets[policy.name] = HedgeBudget(policy.hedge.budget, policy.hedge.burst)
+        return budget
 
-    async def _walk(
-        self,
-        chain: list[ModelRef],
-        timeout: float | None,
-        call: Callable[[Registration, ModelRef, CallLimits], Awaitable[T]],
-    ) -> T:
+    def _plan(self, request: ChatRequest | EmbeddingRequest) -> CallPlan:
         loop = asyncio.get_running_loop()
-        start = loop.time()
-        deadline = start + (timeout or self.timeout)
-        attempts: list[Attempt] = []
-        last: errors.PolyrouteError | None = None
-        calls = 0
-        await self.limiter.acquire(deadline)
-        try:
-            for ref in chain:
-                skip = self._skip_reason(ref)
-                if skip is not None:
-                    attempts.append(self._skipped(ref, skip))
-                    last = last or skip
-                    continue
-                reg = self._registry[ref.provider]
-                retry, waited = 0, 0.0
-                while calls < self.retry.max_attempts:
-                    now = loop.time()
-                    if now >= deadline:
-                        last = errors.TimeoutError("the call's deadline passed", kind="total")
-                        return self._raise(attempts, last)
-                    calls += 1
-                    cand_deadline = self._candidate_deadline(reg, ref, deadline, now)
-                    try:
-                        if reg.limiter is not None:
-                            await reg.limiter.acquire(cand_deadline, provider=ref.provider, model=ref.model_id)
-                        try:
-                            async with asyncio.timeout_at(cand_deadline):
-                                result = await call(reg, ref, self._limits(cand_deadline - now))
-                        finally:
-                            if reg.limiter is not None:
-                                reg.limiter.release()
-                    except TimeoutError:
-                        exc: errors.PolyrouteError = errors.TimeoutError(
-                            f"no answer within {cand_deadline - now:.3g}s", kind="total", provider=ref.provider, model=ref.model_id
-                        )
-                    except errors.PolyrouteError as caught:
-                        exc = caught
-                    except Exception as caught:  # noqa: BLE001 - a provider bug must not escape untyped
-                        exc = _wrap_unexpected(caught, ref, streaming=False)
-                    else:
-                        attempts.append(Attempt(ref.provider, ref.model_id, "ok", loop.time() - now, retry=retry, waited=waited))
-                        result.latency = loop.time() - start
-                        result.attempts = attempts
-                        return result
-                    attempts.append(self._failed(ref, exc, loop.time() - now, retry, waited))
-                    last = exc
-                    if isinstance(exc, errors.NotConfiguredError):
-                        attempts[-1].outcome = "skipped"
-                        break
-                    if not exc.fallback:
-                        exc.attempts = attempts
-                        raise exc
-                    wait = self._retry_wait(exc, retry, calls, deadline)
-                    if wait is None:
-                        break
-                    await asyncio.sleep(wait)
-                    retry, waited = retry + 1, wait
-        finally:
-            self.limiter.release()
-        return self._raise(attempts, last)
+        deadline = loop.time() + (request.timeout or self.timeout)
+        chain = self.candidates(request.model, request.fallbacks, request=request)
+        tokens = _prompt_tokens(request) if self._need_tokens else 1
+        if isinstance(request, ChatRequest) and self._need_tokens:
+            tokens += request.max_tokens or 0
+        return CallPlan(self, chain, self.policy_for(request.model), deadline, tokens)
 
-    def _raise(self, attempts: list[Attempt], last: errors.PolyrouteError | None) -> Any:
-        raise self._give_up(attempts, last)
+    # ------------------------------------------------------------------ calls
 
     async def chat(self, request: ChatRequest) -> ChatResponse:
         """One completion from the first candidate that answers."""
-        chain = self.candidates(request.model, request.fallbacks)
+        plan = self._plan(request)
 
         async def call(reg: Registration, ref: ModelRef, limits: CallLimits) -> ChatResponse:
             return await reg.provider.chat(ref.model_id, self._apply_ref(request, ref), limits)
 
-        return await self._walk(chain, request.timeout, call)
+        return await walk(self, plan, call)
 
     async def embed(self, request: EmbeddingRequest) -> EmbeddingResponse:
         """One vector per input, in order, from the first candidate that answers."""
-        chain = self.candidates(request.model, request.fallbacks)
+        plan = self._plan(request)
 
         async def call(reg: Registration, ref: ModelRef, limits: CallLimits) -> EmbeddingResponse:
             if not reg.provider.capabilities.embeddings:
@@ -302,76 +342,19 @@ class Router:
                 )
             return response
 
-        return await self._walk(chain, request.timeout, call)
+        return await walk(self, plan, call)
 
-    # ------------------------------------------------------------------ streaming
-
-    async def stream(self, request: ChatRequest) -> AsyncIterator[ChatStreamEvent]:
-        """Stream the first candidate that produces output; see the class docstring for timeouts.
+    async def stream(self, request: ChatRequest) -> AsyncGenerator[ChatStreamEvent, None]:
+        """Stream the first candidate that produces output.
 
         Failures before any token reached the caller fall through to the next candidate.
-        After that the caller gets an ``error`` event and then the exception: a stream never
-        ends as if it were complete when it was not.
+        After that the caller gets an ``error`` event and then the exception (a stream never
+        ends as if it were complete when it was not), unless the alias's policy asks to
+        ``resume`` on the next candidate, which the attempts then record.
         """
-        loop = asyncio.get_running_loop()
-        start = loop.time()
-        deadline = start + (request.timeout or self.timeout)
-        chain = self.candidates(request.model, request.fallbacks)
-        attempts: list[Attempt] = []
-        last: errors.PolyrouteError | None = None
-        calls = 0
-        await self.limiter.acquire(deadline)
-        try:
-            for ref in chain:
-                skip = self._skip_reason(ref)
-                if skip is not None:
-                    attempts.append(self._skipped(ref, skip))
-                    last = last or skip
-                    continue
-                reg = self._registry[ref.provider]
-                retry, waited = 0, 0.0
-                while calls < self.retry.max_attempts:
-                    now = loop.time()
-                    if now >= deadline:
-                        self._raise(attempts, errors.TimeoutError("the call's deadline passed", kind="total"))
-                    calls += 1
-                    run = _StreamRun(self, reg, ref, self._apply_ref(request, ref), self._candidate_deadline(reg, ref, deadline, now))
-                    try:
-                        async with aclosing(run.events()) as events:
-                            async for event in events:
-                                if event.type == "end":
-                                    attempts.append(
-                                        Attempt(ref.provider, ref.model_id, "ok", loop.time() - now, retry=retry, waited=waited)
-                                    )
-                                    assert event.response is not None
-                                    event.response.latency = loop.time() - start
-                                    event.response.attempts = attempts
-                                    event.attempts = attempts
-                                yield event
-                        return
-                    except errors.PolyrouteError as exc:
-                        attempts.append(self._failed(ref, exc, loop.time() - now, retry, waited))
-                        last = exc
-                        if run.committed:
-                            exc.attempts = attempts
-                            yield ChatStreamEvent(
-                                "error", error=exc, provider=ref.provider, model=ref.model_id, attempts=attempts
-                            )
-                            raise
-                        if isinstance(exc, errors.NotConfiguredError):
-                            attempts[-1].outcome = "skipped"
-                            break
-                        if not exc.fallback:
-                            exc.attempts = attempts
-                            raise
-                        wait = self._retry_wait(exc, retry, calls, deadline)
-                        if wait is None:
-                            break
-                        await asyncio.sleep(wait)
-                        retry, waited = retry + 1, wait
-        finally:
-            self.limiter.release()
-        self._raise(attempts, last)
+        async with contextlib.aclosing(stream_walk(self, self._plan(request), request)) as events:
+            async for event in events:
+                yield event
 
     # ------------------------------------------------------------------ lifecycle & facades
 
@@ -407,114 +390,3 @@ class Router:
 
         environ = load_environment(env_file)
         return build_router(load_settings(path, environ=environ), environ)
-
-
-class _StreamRun:
-    """One candidate's stream under the router's first-token, idle and total deadlines.
-
-    Events before the first token are held back (nothing has reached the caller yet, so a
-    failure can still fall through to the next candidate); ``committed`` turns true when the
-    first token or tool call is released.
-    """
-
-    __slots__ = ("committed", "deadline", "ref", "reg", "request", "router")
-
-    def __init__(self, router: Router, reg: Registration, ref: ModelRef, request: ChatRequest, deadline: float) -> None:
-        self.router = router
-        self.reg = reg
-        self.ref = ref
-        self.request = request
-        self.deadline = deadline
-        self.committed = False
-
-    def _timeout(self, kind: errors.TimeoutKind, seconds: float) -> errors.TimeoutError:
-        what = {"first_token": "no first token", "idle": "no stream event", "total": "the stream did not finish"}.get(kind, kind)
-        return errors.TimeoutError(
-            f"{what} within {seconds:.3g}s", kind=kind, provider=self.ref.provider, model=self.ref.model_id
-        )
-
-    async def events(self) -> AsyncIterator[ChatStreamEvent]:
-        loop = asyncio.get_running_loop()
-        router, ref, reg = self.router, self.ref, self.reg
-        started = loop.time()
-        if reg.limiter is not None:
-            await reg.limiter.acquire(self.deadline, provider=ref.provider, model=ref.model_id)
-        upstream = reg.provider.stream(ref.model_id, self.request, router._limits(self.deadline - started))
-        held: list[ChatStreamEvent] = []
-        text: list[str] = []
-        tool_calls: list[ToolCall] = []
-        usage: Usage | None = None
-        first_gap = router.first_token_timeout or math.inf
-        idle_gap = router.idle_timeout or math.inf
-        try:
-            while True:
-                now = loop.time()
-                if self.committed:
-                    kind: errors.TimeoutKind = "idle" if now + idle_gap < self.deadline else "total"
-                    when = min(self.deadline, now + idle_gap)
-                else:
-                    kind = "first_token" if started + first_gap < self.deadline else "total"
-                    when = min(self.deadline, started + first_gap)
-                try:
-                    async with asyncio.timeout_at(when):
-                        event = await upstream.__anext__()
-                except StopAsyncIteration:
-                    raise errors.StreamInterruptedError(
-                        "the stream ended without a finish marker", kind="truncated", provider=ref.provider, model=ref.model_id
-                    ) from None
-                except TimeoutError:
-                    raise self._timeout(kind, when - (now if self.committed else started)) from None
-                except errors.PolyrouteError:
-                    raise
-                except Exception as exc:  # noqa: BLE001 - a provider bug must not escape untyped
-                    raise _wrap_unexpected(exc, ref, streaming=True) from exc
-                etype = event.type
-                if etype == "token":
-                    text.append(event.delta)
-                elif etype == "tool_call":
-                    if event.tool_call is not None:
-                        tool_calls.append(event.tool_call)
-                elif etype == "usage":
-                    usage = event.usage
-                elif etype == "error":
-                    raise event.error or errors.StreamInterruptedError(
-                        "the provider reported an error", kind="provider_error", provider=ref.provider, model=ref.model_id
-                    )
-                if etype == "end":
-                    usage = event.usage or usage
-                    message = Message.model_construct(
-                        role="assistant", content="".join(text) or None, tool_calls=tool_calls or None, name=None, tool_call_id=None
-                    )
-                    event.response = ChatResponse.model_construct(
-                        id=event.response.id if event.response is not None else "",
-                        message=message,
-                        finish_reason=event.finish_reason or "stop",
-                        usage=usage or Usage(),
-                        provider=ref.provider,
-                        model=ref.model_id,
-                        latency=0.0,
-                        attempts=[],
-                    )
-                    event.usage = event.response.usage
-                    event.provider, event.model = ref.provider, ref.model_id
-                    self.committed = True
-                    for early in held:
-                        yield early
-                    yield event
-                    return
-                if self.committed:
-                    yield event
-                elif etype == "token" or etype == "tool_call":
-                    self.committed = True
-                    for early in held:
-                        yield early
-                    held.clear()
-                    yield event
-                else:
-                    held.append(event)
-        finally:
-            close = getattr(upstream, "aclose", None)
-            if close is not None:
-                await close()
-            if reg.limiter is not None:
-                reg.limiter.release()

@@ -53,7 +53,7 @@ class SyncRouter:
                 except StopAsyncIteration:
                     return
         finally:
-            portal.call(agen.aclose)  # type: ignore[attr-defined]
+            portal.call(agen.aclose)
 
     def close(self) -> None:
         """Close the router's providers and stop the background loop."""
