@@ -32,11 +32,17 @@ def available() -> str | None:
 
 
 def _lua_str(value: str) -> str:
-    level = 1
-    while f"]{'=' * level}]" in value:
-        level += 1
-    eq = "=" * level
-    return f"[{eq}[{value}]{eq}]"
+    """A double-quoted Lua string literal; bytes outside printable ASCII become ``\\ddd`` escapes."""
+    out = []
+    for byte in value.encode():
+        ch = chr(byte)
+        if ch in '"\\':
+            out.append("\\" + ch)
+        elif 32 <= byte < 127:
+            out.append(ch)
+        else:
+            out.append(f"\\{byte:03d}")
+    return '"' + "".join(out) + '"'
 
 
 def lua_script(req: WrkRequest, threads: int) -> str:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -126,8 +126,7 @@ def measure(
 
     def run(model: str, count: int) -> dict[str, Probe]:
         everything = [p for t in targets for p in probes(t, model)]
-        coro: Awaitable[dict[str, Probe]] = _measure(everything, count, model, progress)
-        return asyncio.run(coro)  # type: ignore[arg-type]
+        return asyncio.run(_measure(everything, count, model, progress))
 
     fast = run(FAST_MODEL, n)
     slow = run(SLOW_MODEL, relay_n)

@@ -29,6 +29,7 @@ __all__ = [
     "ProviderUnavailableError",
     "RateLimitedError",
     "StreamInterruptedError",
+    "StructuredOutputError",
     "TimeoutError",
     "UnsupportedFeatureError",
 ]
@@ -205,6 +206,25 @@ class StreamInterruptedError(ProviderError):
 
     def details(self) -> dict[str, Any]:
         return {**super().details(), "interruptKind": self.kind}
+
+
+class StructuredOutputError(ProviderError):
+    """The model's answer is not JSON, or not JSON matching the requested schema.
+
+    Not a :class:`BadRequestError`: the request was fine and the model failed it, so another
+    attempt or candidate may well succeed. ``problems`` lists each violation as
+    ``"<json path>: <message>"``.
+    """
+
+    code = "structured_output_invalid"
+    retryable = True
+
+    def __init__(self, message: str, *, problems: list[str] | None = None, **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.problems = problems or []
+
+    def details(self) -> dict[str, Any]:
+        return {**super().details(), "problems": self.problems}
 
 
 class AllCandidatesFailedError(PolyrouteError):

@@ -12,6 +12,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -50,18 +51,21 @@ def llamacpp_server(timeout: float = 120.0) -> Iterator[str]:
     model = smollm2_path()
     assert model is not None
     port = free_port()
+    # llama.cpp logs a lot while loading: a file, not a pipe nobody drains (which would block it)
+    log = tempfile.TemporaryFile()
     proc = subprocess.Popen(
         [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--host", "127.0.0.1",
          "--port", str(port), "--n_ctx", "2048", "--n_threads", str(os.cpu_count() or 2)],
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=log,
     )
     base = f"http://127.0.0.1:{port}/v1"
     try:
         deadline = time.monotonic() + timeout
         while True:
             if proc.poll() is not None:
-                err = proc.stderr.read().decode(errors="replace")[-2000:] if proc.stderr else ""
+                log.seek(0)
+                err = log.read().decode(errors="replace")[-2000:]
                 raise RuntimeError(f"llama_cpp.server exited with {proc.returncode}: {err}")
             try:
                 if httpx.get(f"{base}/models", timeout=1.0).status_code == 200:
@@ -78,3 +82,4 @@ def llamacpp_server(timeout: float = 120.0) -> Iterator[str]:
             proc.wait(10)
         except subprocess.TimeoutExpired:
             proc.kill()
+        log.close()

@@ -56,7 +56,7 @@ def make_router(*providers: Any, aliases: dict[str, list[str]] | None = None, ti
 
 
 def settings_for(tmp_path: Path, **overrides: Any) -> ServerSettings:
-    values: dict[str, Any] = {"dataDir": str(tmp_path)}
+    values: dict[str, Any] = {"dataDir": str(tmp_path), "logLevel": "warning"}
     values.update(overrides)
     return ServerSettings.from_mapping(values, env={})
 
@@ -93,7 +93,6 @@ class ServerThread:
 
         self.port = settings.port
         self.server = build_server(app, settings)
-        self.server.config.log_level = "warning"
         self._thread = threading.Thread(target=self.server.run, name="polyroute-server", daemon=True)
 
     @property

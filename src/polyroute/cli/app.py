@@ -22,8 +22,9 @@ from polyroute.router import Router
 from polyroute.types import ChatRequest, Message
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Many LLM providers behind one API.")
-out = Console()
-err = Console(stderr=True)
+# Piped output gets a wide fixed width so tables stay greppable instead of being truncated.
+out = Console(width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config (default: config/default.yaml)")]
 EnvOpt = Annotated[Path, typer.Option("--env-file", help=".env file to read")]
@@ -113,11 +114,11 @@ def _footer(provider: str, model: str, latency: float, usage: Any) -> None:
 def providers(config: ConfigOpt = None, env_file: EnvOpt = Path(".env")) -> None:
     """The provider matrix: capabilities, and whether each is configured here."""
     settings, environ = _load(config, env_file)
-    table = Table(title=f"providers ({settings.source})")
-    table.add_column("provider")
-    for cap in ("chat", "stream", "embeddings", "tools", "vision", "json"):
-        table.add_column(cap, justify="center")
-    table.add_column("status")
+    table = Table(title=f"providers ({settings.source})", padding=(0, 1))
+    table.add_column("provider", no_wrap=True)
+    for cap in ("chat", "stream", "embed", "tools", "vision", "json"):
+        table.add_column(cap, justify="center", no_wrap=True)
+    table.add_column("status", no_wrap=True)
     for name, cfg in settings.providers.items():
         try:
             provider = build_provider(name, cfg, environ, source=settings.source)
@@ -125,12 +126,12 @@ def providers(config: ConfigOpt = None, env_file: EnvOpt = Path(".env")) -> None
             table.add_row(name, *[""] * 6, f"[red]{exc.message}[/red]")
             continue
         caps = provider.capabilities.as_dict()
-        marks = ["[green]yes[/green]" if caps[k] else "[dim]no[/dim]" for k in caps]
+        marks = ["[green]yes[/green]" if caps[k] else "[dim]-[/dim]" for k in caps]
         if not cfg.enabled:
             status = "[dim]disabled[/dim]"
         else:
             missing = provider.missing_config()
-            status = f"[yellow]not configured: {missing}[/yellow]" if missing else "[green]configured[/green]"
+            status = f"[yellow]missing {missing}[/yellow]" if missing else "[green]configured[/green]"
         table.add_row(name, *marks, status)
     out.print(table)
     if settings.models:

@@ -18,6 +18,7 @@ __all__ = [
     "BreakerConfig",
     "DeploymentSettings",
     "HedgeSettings",
+    "PriceSettings",
     "ProviderSettings",
     "RouterSettings",
     "Settings",
@@ -148,6 +149,15 @@ class RouterSettings(_Section):
     breaker: BreakerConfig = Field(default_factory=BreakerConfig)
 
 
+class PriceSettings(_Section):
+    """USD per million tokens for one model (or pattern); read by :mod:`polyroute.pricing`."""
+
+    input: float = Field(ge=0)
+    output: float = Field(ge=0)
+    #: price of prompt tokens served from the provider's cache; the input price when unset
+    cached_input: float | None = Field(default=None, ge=0)
+
+
 class RuntimeSettings(_Section):
     router: RouterSettings = Field(default_factory=RouterSettings)
 
@@ -160,6 +170,8 @@ class Settings(_Section):
     #: ``models`` with the alias's candidates, so readers of ``models`` see plain lists)
     routing: dict[str, AliasSettings] = Field(default_factory=dict)
     runtime: RuntimeSettings = Field(default_factory=RuntimeSettings)
+    #: ``provider:model`` (``*`` wildcards allowed) or a bare model id -> its token prices
+    pricing: dict[str, PriceSettings] = Field(default_factory=dict)
     #: HTTP server settings, validated by :mod:`polyroute.runtime.settings` when serving
     server: dict[str, Any] = Field(default_factory=dict)
     #: where these settings were read from, for messages

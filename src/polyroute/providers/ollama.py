@@ -199,15 +199,13 @@ class OllamaProvider(HTTPProvider):
     def payload(self, model: str, request: ChatRequest, *, stream: bool) -> dict[str, Any]:
         """The ``/api/chat`` body for ``request``."""
         body: dict[str, Any] = {"model": model, "messages": self._messages(request.messages, model), "stream": stream}
-        options: dict[str, Any] = {}
-        if request.temperature is not None:
-            options["temperature"] = request.temperature
-        if request.top_p is not None:
-            options["top_p"] = request.top_p
-        if request.max_tokens is not None:
-            options["num_predict"] = request.max_tokens
-        if request.stop:
-            options["stop"] = request.stop
+        sampling = (
+            ("temperature", request.temperature),
+            ("top_p", request.top_p),
+            ("num_predict", request.max_tokens),
+            ("stop", request.stop or None),
+        )
+        options = {key: value for key, value in sampling if value is not None}
         if options:
             body["options"] = options
         fmt = request.response_format

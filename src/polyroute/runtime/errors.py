@@ -127,6 +127,8 @@ def api_error_from(exc: errors.PolyrouteError) -> ApiError:
     if isinstance(exc, errors.AllCandidatesFailedError):
         last = exc.last_error
         status, headers = _upstream_status(last)
+        if last is None and exc.attempts and all(a.outcome == "skipped" for a in exc.attempts):
+            status = 503  # nothing could be called at all (circuits open, limits): unavailable, not broken
         details: dict[str, Any] = {"attempts": attempts}
         if last is not None:
             details["lastError"] = _describe(last)

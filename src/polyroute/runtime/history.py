@@ -92,7 +92,8 @@ def fallbacks_of(config: dict[str, Any]) -> list[ModelSpec]:
     return specs
 
 
-def chat_request(agent: AgentRecord, messages: list[Message]) -> ChatRequest:
+def chat_request(agent: AgentRecord, messages: list[Message], *, session_id: str | None = None) -> ChatRequest:
+    """The router request for one turn; ``session_id`` keeps a session on one deployment when balancing."""
     config = agent.config
     timeout_ms = config.get("timeoutMs")
     return ChatRequest(
@@ -103,4 +104,5 @@ def chat_request(agent: AgentRecord, messages: list[Message]) -> ChatRequest:
         temperature=config.get("temperature"),
         max_tokens=config.get("maxTokens"),
         timeout=timeout_ms / 1000 if timeout_ms else None,
+        metadata={"session_id": session_id} if session_id else {},
     )

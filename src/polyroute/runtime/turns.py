@@ -41,7 +41,7 @@ async def _prepare(runtime: Runtime, agent: AgentRecord, session_id: str, inboun
     history = await runtime.store.history(session_id, limit=settings.max_history_messages)
     window = agent.config.get("historyTokenWindow") or settings.default_history_token_window
     messages = build_context(history, inbound, system_prompt=agent.config.get("systemPrompt"), window=window)
-    return chat_request(agent, messages)
+    return chat_request(agent, messages, session_id=session_id)
 
 
 def _user_rows(inbound: Sequence[Message], *, error: dict[str, Any] | None = None) -> list[NewMessage]:
