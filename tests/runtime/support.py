@@ -36,6 +36,10 @@ class EchoProvider(ScriptedProvider):
     that is what lets the concurrency tests check that replies never get mixed up.
     """
 
+    def __init__(self, name: str, steps: list[Step] | None = None, *, missing: str | None = None, delay: float = 0.0) -> None:
+        super().__init__(name, steps, missing=missing)
+        self.delay = delay
+
     def _next(self) -> Step:
         if self.steps:
             return self.steps.pop(0)
@@ -45,7 +49,7 @@ class EchoProvider(ScriptedProvider):
             users = [m for m in request.messages if m.role == "user"]
             said = users[-1].text if users else ""
         words = f"echo: {said}".split(" ")
-        return Step(tokens=[w if i == 0 else f" {w}" for i, w in enumerate(words)])
+        return Step(tokens=[w if i == 0 else f" {w}" for i, w in enumerate(words)], delay=self.delay)
 
 
 def make_router(*providers: Any, aliases: dict[str, list[str]] | None = None, timeout: float = 10.0) -> Router:

@@ -28,6 +28,9 @@ KINDS: dict[str, tuple[str, str]] = {
     "cohere": ("polyroute.providers.cohere", "CohereProvider"),
     "ollama": ("polyroute.providers.ollama", "OllamaProvider"),
     "local": ("polyroute.providers.local", "LocalProvider"),
+    "azure": ("polyroute.providers.azure", "AzureOpenAIProvider"),
+    "vertex": ("polyroute.providers.vertex", "VertexGeminiProvider"),
+    "bedrock": ("polyroute.providers.bedrock", "BedrockProvider"),
 }
 
 
@@ -46,32 +49,38 @@ def _provider_class(kind: str, name: str, source: str) -> Any:
     return getattr(importlib.import_module(module_name), class_name)
 
 
-def build_provider(
-    name: str, cfg: ProviderSettings, environ: Mapping[str, str], *, source: str = "<config>"
-) -> Provider:
-    """Build one provider: explicit config values first, then the provider's env conventions."""
-    kind = cfg.kind or ("openai" if (cfg.preset or name) in _presets() and name not in KINDS else name)
-    overrides: dict[str, Any] = {k: v for k, v in cfg.options.items()}
+def build_provider(name: str, cfg: ProviderSettings, environ: Mapping[str, str], *, source: str = "<config>") -> Provider:
+    """Build one provider: explicit config values first, then the provider's env conventions.
+
+    An empty value (``apiKey: ${OPENAI_API_KEY}`` with the variable unset) counts as "not
+    given", so the provider falls back to its own environment variables and, failing those,
+    reports itself as not configured.
+    """
+    presets = _presets()
+    preset_name = cfg.preset or (name if cfg.kind in (None, "openai") and name in presets and name not in KINDS else None)
+    kind = cfg.kind or ("openai" if preset_name else name)
+    overrides: dict[str, Any] = dict(cfg.options)
     if cfg.headers:
         overrides["headers"] = cfg.headers
-    if kind == "openai" and (cfg.preset or name in _presets()):
-        module = importlib.import_module("polyroute.providers.presets")
-        preset_name = cfg.preset or name
-        factory: Callable[..., Provider] = module.preset
-        provider = factory(preset_name, name=name, environ=environ, **overrides)
-    else:
-        cls = _provider_class(kind, name, source)
-        if not hasattr(cls, "from_env"):
-            provider = cls(name=name, **overrides)
+    if cfg.api_key:
+        overrides["api_key"] = cfg.api_key
+    if cfg.endpoint:
+        overrides["base_url"] = cfg.endpoint
+    try:
+        if kind == "openai" and preset_name:
+            module = importlib.import_module("polyroute.providers.presets")
+            factory: Callable[..., Provider] = module.preset
+            provider = factory(preset_name, name=name, environ=environ, **overrides)
         else:
-            provider = cls.from_env(name=name, environ=environ, **overrides)
-    # Explicit values from the file win over the provider's environment conventions.
-    if cfg.endpoint and hasattr(provider, "base_url"):
-        provider.base_url = cfg.endpoint.rstrip("/")
+            cls = _provider_class(kind, name, source)
+            if hasattr(cls, "from_env"):
+                provider = cls.from_env(name=name, environ=environ, **overrides)
+            else:
+                provider = cls(name=name, **overrides)
+    except TypeError as exc:
+        raise ConfigError(f"{source}: providers.{name}: {exc}") from None
     if cfg.api_key_env and hasattr(provider, "api_key_env"):
         provider.api_key_env = cfg.api_key_env
-    if cfg.api_key is not None and hasattr(provider, "api_key"):
-        provider.api_key = cfg.api_key or None
     return provider
 
 

@@ -40,6 +40,8 @@ __all__ = ["AZURE_CAPABILITIES", "DEFAULT_API_VERSION", "AzureOpenAIProvider", "
 DEFAULT_API_VERSION = "2024-10-21"
 AZURE_CAPABILITIES = Capabilities(chat=True, stream=True, embeddings=True, tools=True, vision=True, json_output=True)
 _DEPLOYMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+#: the base URL while no endpoint is set: shown in docs, never called (missing_config says so)
+_NO_ENDPOINT = "https://<resource>.openai.azure.com"
 
 
 def filtered_categories(body: bytes) -> list[str]:
@@ -78,12 +80,12 @@ class AzureOpenAIProvider(OpenAIProvider):
     ) -> None:
         if api_key is None:
             api_key = os.environ.get("AZURE_OPENAI_API_KEY")
-        self.endpoint = (endpoint if endpoint is not None else os.environ.get("AZURE_OPENAI_ENDPOINT", "")) or None
+        endpoint = endpoint if endpoint is not None else os.environ.get("AZURE_OPENAI_ENDPOINT", "")
         self.azure_ad_token = azure_ad_token or None
         self.api_version = api_version or os.environ.get("OPENAI_API_VERSION") or DEFAULT_API_VERSION
         super().__init__(
             api_key=api_key,
-            base_url=self.endpoint or "https://example.openai.azure.com",  # unused while not configured
+            base_url=endpoint or _NO_ENDPOINT,
             name=name,
             headers=headers,
             max_connections=max_connections,
@@ -107,6 +109,11 @@ class AzureOpenAIProvider(OpenAIProvider):
             name=name,
             **options,
         )
+
+    @property
+    def endpoint(self) -> str | None:
+        """The resource endpoint, or None when none is configured (config may set ``base_url`` later)."""
+        return None if self.base_url == _NO_ENDPOINT else self.base_url
 
     def missing_config(self) -> str | None:
         if not self.endpoint:

@@ -128,7 +128,7 @@ class BedrockProvider(HTTPProvider):
         self._credentials: Any = None
         self._resolved = False
         bearer = api_key or env.get("AWS_BEARER_TOKEN_BEDROCK")
-        base = base_url or env.get("BEDROCK_BASE_URL") or default_base_url(self.region or "us-east-1")
+        base = base_url or env.get("BEDROCK_BASE_URL") or default_base_url(self.region or "<region>")
         super().__init__(base_url=base, api_key=bearer, headers=headers, max_connections=max_connections)
         self.name = name
 

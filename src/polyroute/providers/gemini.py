@@ -303,13 +303,14 @@ class GeminiProvider(HTTPProvider):
         self.name = name
 
     @classmethod
-    def from_env(cls, name: str = "gemini", environ: Mapping[str, str] = os.environ) -> GeminiProvider:
-        """Key: ``GEMINI_API_KEY`` else ``GOOGLE_API_KEY``; base: ``GEMINI_BASE_URL`` else ``GEMINI_ENDPOINT``."""
-        return cls(
-            api_key=environ.get("GEMINI_API_KEY") or environ.get("GOOGLE_API_KEY"),
-            base_url=environ.get("GEMINI_BASE_URL") or environ.get("GEMINI_ENDPOINT"),
-            name=name,
-        )
+    def from_env(cls, name: str = "gemini", environ: Mapping[str, str] = os.environ, **options: Any) -> GeminiProvider:
+        """Key: ``GEMINI_API_KEY`` else ``GOOGLE_API_KEY``; base: ``GEMINI_BASE_URL`` else ``GEMINI_ENDPOINT``.
+
+        ``options`` are constructor keywords and win over the environment.
+        """
+        options.setdefault("api_key", environ.get("GEMINI_API_KEY") or environ.get("GOOGLE_API_KEY"))
+        options.setdefault("base_url", environ.get("GEMINI_BASE_URL") or environ.get("GEMINI_ENDPOINT"))
+        return cls(name=name, **options)
 
     def auth_headers(self) -> dict[str, str]:
         return {"x-goog-api-key": self.api_key} if self.api_key else {}

@@ -95,14 +95,17 @@ class OpenAIProvider(HTTPProvider):
 
     @classmethod
     def from_env(cls, name: str = "openai", environ: Mapping[str, str] = os.environ, **options: Any) -> OpenAIProvider:
-        """Read ``OPENAI_API_KEY``, ``OPENAI_BASE_URL`` (or ``OPENAI_ENDPOINT``) and ``OPENAI_ORG_ID``."""
+        """Read ``OPENAI_API_KEY``, ``OPENAI_BASE_URL`` (or ``OPENAI_ENDPOINT``) and ``OPENAI_ORG_ID``.
+
+        ``options`` are constructor keywords and win over the environment (``api_key`` and
+        ``base_url`` included), which is how explicit config values take precedence.
+        """
         options.setdefault("organization", environ.get("OPENAI_ORG_ID") or None)
-        return cls(
-            api_key=environ.get("OPENAI_API_KEY") or "",
-            base_url=environ.get("OPENAI_BASE_URL") or environ.get("OPENAI_ENDPOINT") or DEFAULT_BASE_URL,
-            name=name,
-            **options,
+        options.setdefault("api_key", environ.get("OPENAI_API_KEY") or "")
+        options.setdefault(
+            "base_url", environ.get("OPENAI_BASE_URL") or environ.get("OPENAI_ENDPOINT") or DEFAULT_BASE_URL
         )
+        return cls(name=name, **options)
 
     @classmethod
     def preset(cls, name: str, /, **overrides: Any) -> OpenAIProvider:

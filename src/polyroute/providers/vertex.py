@@ -160,20 +160,21 @@ class VertexGeminiProvider(GeminiProvider):
             max_connections=max_connections,
         )
         self.tokens = TokenSource(access_token, token_command)
+        self.api_key_env = None  # type: ignore[assignment]  # no API key: a project and a token
 
     @classmethod
-    def from_env(cls, name: str = "vertex", environ: Mapping[str, str] = os.environ) -> VertexGeminiProvider:
+    def from_env(
+        cls, name: str = "vertex", environ: Mapping[str, str] = os.environ, **options: Any
+    ) -> VertexGeminiProvider:
         """Read ``VERTEX_PROJECT`` / ``GOOGLE_CLOUD_PROJECT``, ``VERTEX_LOCATION`` /
         ``GOOGLE_CLOUD_LOCATION``, ``VERTEX_ACCESS_TOKEN``, ``VERTEX_TOKEN_COMMAND`` and
-        ``VERTEX_BASE_URL``."""
-        return cls(
-            project=environ.get("VERTEX_PROJECT") or environ.get("GOOGLE_CLOUD_PROJECT"),
-            location=environ.get("VERTEX_LOCATION") or environ.get("GOOGLE_CLOUD_LOCATION"),
-            access_token=environ.get("VERTEX_ACCESS_TOKEN"),
-            token_command=environ.get("VERTEX_TOKEN_COMMAND"),
-            base_url=environ.get("VERTEX_BASE_URL"),
-            name=name,
-        )
+        ``VERTEX_BASE_URL``; ``options`` (constructor arguments, e.g. from config) win."""
+        options.setdefault("project", environ.get("VERTEX_PROJECT") or environ.get("GOOGLE_CLOUD_PROJECT"))
+        options.setdefault("location", environ.get("VERTEX_LOCATION") or environ.get("GOOGLE_CLOUD_LOCATION"))
+        options.setdefault("access_token", environ.get("VERTEX_ACCESS_TOKEN"))
+        options.setdefault("token_command", environ.get("VERTEX_TOKEN_COMMAND"))
+        options.setdefault("base_url", environ.get("VERTEX_BASE_URL"))
+        return cls(name=name, **options)
 
     def missing_config(self) -> str | None:
         if not self.project:
