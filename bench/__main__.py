@@ -66,7 +66,9 @@ def _failures(results: dict[str, Any]) -> list[str]:
     http = results.get("http", {}).get("systems", {}).get("polyroute")
     if http:
         if http.get("status") != "ok":
-            out.append(f"polyroute serve: {http.get('status')}: {http.get('reason') or http.get('log_tail', '')[-800:]}")
+            out.append(
+                f"polyroute serve: {http.get('status')}: {http.get('reason') or http.get('log_tail', '')[-800:]}"
+            )
         for r in http.get("rows", []):
             if r["errors"]:
                 out.append(f"HTTP {r['endpoint']} c{r['concurrency']}: {r['errors']} errors {r['error_detail']}")
@@ -75,7 +77,9 @@ def _failures(results: dict[str, Any]) -> list[str]:
                 out.append(f"streaming {key}: {e['errors'][:2]}")
     sc = results.get("scenario", {}).get("systems", {}).get("polyroute")
     if sc and (sc.get("status") != "ok" or sc.get("errors")):
-        out.append(f"scenario: {sc.get('status')} {sc.get('reason', '')} errors={sc.get('errors')} {sc.get('error_detail')}")
+        out.append(
+            f"scenario: {sc.get('status')} {sc.get('reason', '')} errors={sc.get('errors')} {sc.get('error_detail')}"
+        )
     imp = results.get("imports", {}).get("polyroute", {})
     if "error" in imp:
         out.append(f"import polyroute: {imp['error']}")
@@ -88,7 +92,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated sections: {','.join(SECTIONS)}")
     parser.add_argument("--systems", default="polyroute,litellm,agentos", help="systems compared over HTTP")
     parser.add_argument("--scenario-seconds", type=float, default=None, help="override the sustained scenario length")
-    parser.add_argument("--profile", action="store_true", help="also write pyinstrument profiles of the in-process calls")
+    parser.add_argument(
+        "--profile",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="write pyinstrument (in-process) and py-spy (server) profiles; default on for the full run",
+    )
     parser.add_argument("--out-dir", type=Path, default=None)
     args = parser.parse_args(argv)
 
@@ -97,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown sections: {', '.join(sorted(unknown))}")
     quick = args.quick
+    profile = args.profile if args.profile is not None else not quick
     out_dir = args.out_dir or (ROOT / "results" / ("quick" if quick else ""))
     up_cpus, sut_cpus = inprocess.cpu_split()
     systems = tuple(s for s in args.systems.split(",") if s)
@@ -124,17 +134,21 @@ def main(argv: list[str] | None = None) -> int:
             if "inprocess" in sections:
                 _progress("in-process overhead")
                 cfg = inprocess.InProcessConfig(cpus=sut_cpus)
+                # aiohttp is a second baseline (the transport's share), not a system under test
+                cfg.systems = ("polyroute", "litellm") if quick else ("polyroute", "litellm", "aiohttp")
                 if "litellm" not in systems:
-                    cfg.systems = ("polyroute",)
+                    cfg.systems = tuple(s for s in cfg.systems if s != "litellm")
                 if quick:
-                    cfg.rounds, cfg.serial_calls, cfg.concurrent_calls, cfg.warmup = 2, 150, 256, 60
-                if args.profile:
+                    cfg.rounds, cfg.serial_calls, cfg.concurrent_calls, cfg.warmup = 2, 150, 128, 60
+                if profile:
                     cfg.profile_dir = out_dir
                 results["inprocess"] = inprocess.run_inprocess(f"http://127.0.0.1:{up.port}/v1", cfg)
                 samples.update(cfg.samples)
             if "http" in sections:
                 _progress("HTTP")
                 hcfg = serving.HttpConfig(systems=systems, wrk_cpus=up_cpus, server_cpus=sut_cpus)
+                if profile:
+                    hcfg.profile_dir = out_dir
                 if quick:
                     hcfg.duration, hcfg.warmup, hcfg.ttft_n, hcfg.relay_n = 2, 1, 40, 3
                     hcfg.endpoints = ("chat", "chat-stream", "agent")
@@ -153,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         if "imports" in sections:
             _progress("import times")
             labels = list(imports.IMPORTS)
-            results["imports"] = imports.measure_imports(3 if quick else 9, _progress, labels)
+            results["imports"] = imports.measure_imports(2 if quick else 9, _progress, labels)
     results["meta"]["elapsed_s"] = time.monotonic() - t_start
     results["targets"] = report.check_targets(results)
     failures = _failures(results)

@@ -23,7 +23,7 @@ _upstream = os.environ.get("BENCH_UPSTREAM", "http://127.0.0.1:8000/v1")
 _db = AsyncSqliteDb(db_file=os.environ.get("BENCH_DB", "agno-bench.db"))
 _models = [m for m in os.environ.get("BENCH_MODELS", "bench-t16-d0").split(",") if m]
 
-agents = [
+agents: list[Any] = [
     Agent(
         id=model.replace(".", "_"),
         name=f"bench {model}",

@@ -113,7 +113,9 @@ def _litellm_calls(base_url: str, model: str, prompt: str) -> dict[str, Call]:
     # Never fetch the model cost map over the network; send no telemetry.
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
     os.environ.setdefault("LITELLM_TELEMETRY", "False")
-    import litellm
+    import litellm as _litellm
+
+    litellm: Any = _litellm  # untyped at its top level
 
     litellm.suppress_debug_info = True
     litellm.telemetry = False
@@ -146,8 +148,58 @@ def _litellm_calls(base_url: str, model: str, prompt: str) -> dict[str, Call]:
     return {"chat": chat, "stream": stream}
 
 
+def _aiohttp_calls(base_url: str, model: str, prompt: str) -> dict[str, Call]:
+    """Bare aiohttp: not a system under test, a second baseline showing the transport's share."""
+    import aiohttp
+
+    session: aiohttp.ClientSession | None = None
+    url = base_url + "/chat/completions"
+    headers = {"authorization": f"Bearer {API_KEY}", "content-type": "application/json"}
+
+    def client() -> aiohttp.ClientSession:
+        nonlocal session
+        if session is None:
+            session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=100))
+        return session
+
+    async def chat() -> int | None:
+        body = {"model": model, "messages": [{"role": "user", "content": prompt}]}
+        async with client().post(url, data=orjson.dumps(body), headers=headers) as response:
+            response.raise_for_status()
+            text = orjson.loads(await response.read())["choices"][0]["message"]["content"]
+        if not text:
+            raise RuntimeError("empty reply")
+        return None
+
+    async def stream() -> int | None:
+        body = {
+            "model": model,
+            "messages": [{"role": "user", "content": prompt}],
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+        first: int | None = None
+        async with client().post(url, data=orjson.dumps(body), headers=headers) as response:
+            response.raise_for_status()
+            async for line in response.content:
+                if not line.startswith(b"data: "):
+                    continue
+                data = line[6:].rstrip()
+                if data == b"[DONE]":
+                    if first is None:
+                        raise RuntimeError("stream ended with no token")
+                    return first
+                choices = orjson.loads(data)["choices"]
+                if choices and choices[0]["delta"].get("content") and first is None:
+                    first = time.perf_counter_ns()
+        raise RuntimeError("stream ended before [DONE]")
+
+    return {"chat": chat, "stream": stream}
+
+
 _SYSTEMS: dict[str, Callable[[str, str, str], dict[str, Call]]] = {
     "httpx": _httpx_calls,
+    "aiohttp": _aiohttp_calls,
     "polyroute": _polyroute_calls,
     "litellm": _litellm_calls,
 }

@@ -46,9 +46,19 @@ print('@@import ' + json.dumps({{'seconds': t1 - t0, 'rss_added': rss() - before
 
 
 def _once(stmt: str) -> dict[str, Any]:
-    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_TELEMETRY": "False", "AGNO_TELEMETRY": "false"}
+    env = {
+        **os.environ,
+        "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+        "LITELLM_TELEMETRY": "False",
+        "AGNO_TELEMETRY": "false",
+    }
     out = subprocess.run(
-        [procs.PYTHON, "-c", _PROBE.format(stmt=stmt)], capture_output=True, text=True, env=env, timeout=120, check=False
+        [procs.PYTHON, "-c", _PROBE.format(stmt=stmt)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
     )
     for line in out.stdout.splitlines():
         if line.startswith("@@import "):

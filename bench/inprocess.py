@@ -47,7 +47,7 @@ async def _time_one(call: Call, lat: list[int], ttft: list[int], errs: list[str]
     t0 = time.perf_counter_ns()
     try:
         first = await call()
-    except Exception as exc:  # noqa: BLE001 - every failure is counted and reported
+    except Exception as exc:
         errs.append(f"{type(exc).__name__}: {exc}"[:300])
         return
     lat.append(time.perf_counter_ns() - t0)
@@ -113,7 +113,7 @@ async def _worker_main(system: str, base_url: str, model: str) -> None:
                 answer = await _profile(calls, cmd["variant"], cmd["n"], cmd["concurrency"], cmd["out"])
             else:
                 answer = {"error": f"unknown command {cmd['cmd']!r}"}
-        except Exception:  # noqa: BLE001 - reported to the parent, which fails the run
+        except Exception:
             answer = {"error": traceback.format_exc()}
         print(MARK + orjson.dumps(answer).decode(), flush=True)
 
@@ -349,8 +349,14 @@ def format_table(result: dict[str, Any]) -> str:
 @contextlib.contextmanager
 def upstream(logs: Path, cpus: set[int] | None) -> Iterator[procs.Child]:
     port = procs.free_port()
-    child = procs.start("upstream", [procs.PYTHON, "-m", "bench.upstream", "--port", str(port)], logs=logs, cpus=cpus,
-                        port=port, cwd=Path(__file__).resolve().parent.parent)
+    child = procs.start(
+        "upstream",
+        [procs.PYTHON, "-m", "bench.upstream", "--port", str(port)],
+        logs=logs,
+        cpus=cpus,
+        port=port,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
     try:
         if not procs.wait_port(port, 15, child.proc):
             raise RuntimeError(f"the fake upstream did not start:\n{child.log_tail()}")

@@ -149,8 +149,18 @@ def run_wrk(
         fh.write(lua_script(req, threads))
         script = fh.name
     argv = [
-        wrk, "-t", str(threads), "-c", str(connections), "-d", f"{max(1, round(duration))}s",
-        "--timeout", f"{max(1, round(timeout))}s", "-s", script, url,
+        wrk,
+        "-t",
+        str(threads),
+        "-c",
+        str(connections),
+        "-d",
+        f"{max(1, round(duration))}s",
+        "--timeout",
+        f"{max(1, round(timeout))}s",
+        "-s",
+        script,
+        url,
     ]
     if cpus:
         argv = ["taskset", "-c", ",".join(str(c) for c in sorted(cpus)), *argv]

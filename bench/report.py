@@ -46,8 +46,14 @@ def _http_table(http: dict[str, Any]) -> str:
             lines.append(
                 _row(
                     [
-                        name, r["endpoint"], str(r["concurrency"]), _f(r["rps"], ".0f"), _f(r["p50_ms"]),
-                        _f(r["p99_ms"]), _f(a.get("added_p50_ms")), _f(a.get("added_p99_ms")),
+                        name,
+                        r["endpoint"],
+                        str(r["concurrency"]),
+                        _f(r["rps"], ".0f"),
+                        _f(r["p50_ms"]),
+                        _f(r["p99_ms"]),
+                        _f(a.get("added_p50_ms")),
+                        _f(a.get("added_p99_ms")),
                         f"{r['errors']}" + (f" {r['error_detail']}" if r["errors"] else ""),
                     ]
                 )
@@ -72,9 +78,13 @@ def _ttft_table(http: dict[str, Any]) -> str:
             lines.append(
                 _row(
                     [
-                        name, key.split("/", 1)[1], _f(e["ttft"]["p50_ms"]), _f(e["ttft"]["p99_ms"]),
+                        name,
+                        key.split("/", 1)[1],
+                        _f(e["ttft"]["p50_ms"]),
+                        _f(e["ttft"]["p99_ms"]),
                         _f(up.get("p50_ms")),
-                        _f(e.get("added_ttft_p50_us", math.nan) / 1000), _f(e.get("added_ttft_p99_us", math.nan) / 1000),
+                        _f(e.get("added_ttft_p50_us", math.nan) / 1000),
+                        _f(e.get("added_ttft_p99_us", math.nan) / 1000),
                         f"{e.get('relay_bursts_median', '-')} of {t['relay_tokens']}",
                         "yes" if e.get("relay_unbuffered") else "no",
                         str(e["error_count"] + e.get("relay_errors", 0)),
@@ -93,15 +103,22 @@ def _memory_table(results: dict[str, Any]) -> str:
             lines.append(_row([label, "failed", r["error"][:120]]))
         else:
             lines.append(_row([label, _f(r["median_ms"], ".0f"), _f(r["rss_added_mb"], ".1f")]))
-    lines += ["", "| server | idle RSS MB | peak RSS under load MB | RSS after load MB | start-up s |", "|---|--:|--:|--:|--:|"]
+    lines += [
+        "",
+        "| server | idle RSS MB | peak RSS under load MB | RSS after load MB | start-up s |",
+        "|---|--:|--:|--:|--:|",
+    ]
     for name, info in http.items():
         if name == "upstream" or info.get("status") not in ("ok", "crashed"):
             continue
         lines.append(
             _row(
                 [
-                    name, _f(info.get("idle_rss_mb"), ".1f"), _f(info.get("load_rss_peak_mb"), ".1f"),
-                    _f(info.get("rss_after_load_mb"), ".1f"), _f(info.get("startup_s"), ".1f"),
+                    name,
+                    _f(info.get("idle_rss_mb"), ".1f"),
+                    _f(info.get("load_rss_peak_mb"), ".1f"),
+                    _f(info.get("rss_after_load_mb"), ".1f"),
+                    _f(info.get("startup_s"), ".1f"),
                 ]
             )
         )
@@ -123,9 +140,17 @@ def _scenario_table(sc: dict[str, Any]) -> str:
         lines.append(
             _row(
                 [
-                    name, _f(i["duration_s"], ".0f"), str(i["streams"]), _f(i["streams_per_s"], ".0f"), _f(i["p50_ms"], ".1f"),
-                    _f(i["p95_ms"], ".1f"), _f(i["p99_ms"], ".1f"), f"{i['error_rate'] * 100:.3f} %",
-                    _f(i["rss_idle_mb"], ".1f"), _f(i["rss_peak_mb"], ".1f"), f"{_f(i.get('rss_growth_pct'), '+.1f')} %",
+                    name,
+                    _f(i["duration_s"], ".0f"),
+                    str(i["streams"]),
+                    _f(i["streams_per_s"], ".0f"),
+                    _f(i["p50_ms"], ".1f"),
+                    _f(i["p95_ms"], ".1f"),
+                    _f(i["p99_ms"], ".1f"),
+                    f"{i['error_rate'] * 100:.3f} %",
+                    _f(i["rss_idle_mb"], ".1f"),
+                    _f(i["rss_peak_mb"], ".1f"),
+                    f"{_f(i.get('rss_growth_pct'), '+.1f')} %",
                 ]
             )
         )
@@ -178,7 +203,9 @@ def check_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         if mine is None:
             add(label, "-", None, "polyroute serve was not measured")
         elif theirs is None:
-            add(label, f"polyroute {mine['rps']:.0f} req/s", None, f"{name}: {info.get('reason') or info.get('status')}")
+            add(
+                label, f"polyroute {mine['rps']:.0f} req/s", None, f"{name}: {info.get('reason') or info.get('status')}"
+            )
         else:
             ok = mine["rps"] >= factor * theirs["rps"] and mine["errors"] == 0
             add(
@@ -224,19 +251,26 @@ def render_markdown(results: dict[str, Any], chart: str | None) -> str:
         f"# polyroute benchmark ({meta['mode']} run)\n",
         f"{meta['started']} on {meta['machine']}; Python {meta['python']}; load average at start "
         f"{meta['loadavg']}. CPUs: upstream on {meta['upstream_cpus']}, system under test on {meta['sut_cpus']}.\n",
-        f"Fake upstream capacity (wrk, 64 connections, direct): **{_f(meta.get('upstream_capacity_rps'), '.0f')} req/s** "
-        "non-streaming, "
+        "Fake upstream capacity (wrk, 64 connections, direct): "
+        f"**{_f(meta.get('upstream_capacity_rps'), '.0f')} req/s** non-streaming, "
         f"**{_f(meta.get('upstream_capacity_stream_rps'), '.0f')} streams/s** (16 tokens each).\n",
     ]
     if "inprocess" in results:
         parts += ["## In-process: added latency over bare httpx\n", format_table(results["inprocess"])]
     if "http" in results:
-        parts += ["## HTTP (wrk)\n", _http_table(results["http"]), "\n### Time to first token and relay (c=1)\n",
-                  _ttft_table(results["http"])]
+        parts += [
+            "## HTTP (wrk)\n",
+            _http_table(results["http"]),
+            "\n### Time to first token and relay (c=1)\n",
+            _ttft_table(results["http"]),
+        ]
     if "imports" in results or "http" in results:
         parts += ["## Import time and memory\n", _memory_table(results)]
     if "scenario" in results:
-        parts += ["## Sustained scenario: 100 streaming sessions, 128-word inputs\n", _scenario_table(results["scenario"])]
+        parts += [
+            "## Sustained scenario: 100 streaming sessions, 128-word inputs\n",
+            _scenario_table(results["scenario"]),
+        ]
     if chart:
         parts.append(f"\n![latency distributions]({chart})\n")
     targets = results.get("targets", [])

@@ -21,10 +21,38 @@ from bench.targets import SCENARIO_MODEL, running
 
 __all__ = ["ScenarioConfig", "prompt_128_tokens", "run_scenario"]
 
-_WORDS = (
-    "please summarise the following internal note about our quarterly planning and list the three most "
-    "important risks with one sentence each while keeping the tone neutral and the answer short"
-).split()
+_WORDS = [
+    "please",
+    "summarise",
+    "the",
+    "following",
+    "internal",
+    "note",
+    "about",
+    "our",
+    "quarterly",
+    "planning",
+    "and",
+    "list",
+    "the",
+    "three",
+    "most",
+    "important",
+    "risks",
+    "with",
+    "one",
+    "sentence",
+    "each",
+    "while",
+    "keeping",
+    "the",
+    "tone",
+    "neutral",
+    "and",
+    "the",
+    "answer",
+    "short",
+]
 
 
 def prompt_128_tokens() -> str:
@@ -55,7 +83,9 @@ def _growth(samples: list[tuple[float, float]], duration: float) -> dict[str, fl
     }
 
 
-def run_scenario(upstream: procs.Child, work: Path, cfg: ScenarioConfig, progress: Callable[[str], None]) -> dict[str, Any]:
+def run_scenario(
+    upstream: procs.Child, work: Path, cfg: ScenarioConfig, progress: Callable[[str], None]
+) -> dict[str, Any]:
     if loadgen.available() is None:
         return {"skipped": "wrk is not installed (apt-get install wrk)"}
     upstream_url = f"http://127.0.0.1:{upstream.port}/v1"
@@ -98,7 +128,7 @@ def run_scenario(upstream: procs.Child, work: Path, cfg: ScenarioConfig, progres
                 }
                 if not target.child.alive():
                     info["status"] = "crashed"
-        except Exception as exc:  # noqa: BLE001 - reported with the reason, never as numbers
+        except Exception as exc:
             info = {"status": "failed", "reason": f"{type(exc).__name__}: {exc}"[:2000]}
         progress(
             f"{name}: {info.get('streams', 0)} streams, p95 {info.get('p95_ms', float('nan')):.1f} ms, "

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import loadgen, procs, ttft
+from bench import loadgen, procs, profiling, ttft
 from bench.targets import FAST_MODEL, Target, WrkRequest, running, upstream_target
 
 __all__ = ["HttpConfig", "run_http", "system_available"]
@@ -35,23 +35,28 @@ class HttpConfig:
     relay_n: int = 10
     wrk_cpus: set[int] | None = None
     server_cpus: set[int] | None = None
+    #: where to write py-spy summaries of polyroute serve under load (None: no profiling)
+    profile_dir: Path | None = None
+    profile_seconds: float = 8.0
 
 
 def system_available(name: str) -> str | None:
-    """Why ``name`` cannot be benchmarked here (a missing package), or None."""
+    """Why ``name`` cannot be benchmarked here (a missing package), or None.
+
+    Only top-level packages are looked up: finding a submodule would import its parent,
+    and importing litellm here would cost this process seconds and hundreds of MB.
+    """
     from importlib.util import find_spec
 
     needs = {
-        "polyroute": ("polyroute.runtime", "uvicorn"),
-        "litellm": ("litellm", "litellm.proxy", "fastapi", "backoff"),
+        "polyroute": ("polyroute", "uvicorn", "starlette", "aiosqlite"),
+        "litellm": ("litellm", "fastapi", "backoff", "apscheduler"),
         "agentos": ("agno", "fastapi", "openai", "sqlalchemy", "aiosqlite"),
     }
     for module in needs.get(name, ()):
-        try:
-            if find_spec(module) is None:
-                return f"Python module {module!r} is not installed (pip install -e '.[bench]')"
-        except ModuleNotFoundError:
-            return f"Python module {module!r} is not installed (pip install -e '.[bench]')"
+        if find_spec(module) is None:
+            extra = "'.[bench]'" if name != "polyroute" else "'.[server]'"
+            return f"Python package {module!r} is not installed (pip install -e {extra})"
     return None
 
 
@@ -107,10 +112,38 @@ def _measure_system(
     if sampler is not None:
         info["load_rss_peak_mb"] = sampler.peak
         info["rss_after_load_mb"] = target.rss_mb()
+    if target.name == "polyroute" and cfg.profile_dir is not None and target.child is not None:
+        info["profiles"] = _profile(target, cfg, progress)
     if target.name != "upstream":
         progress(f"{target.name}: time to first token and relay")
         info["ttft"] = ttft.measure([upstream, target], n=cfg.ttft_n, relay_n=cfg.relay_n, progress=progress)
     return info
+
+
+def _profile(target: Target, cfg: HttpConfig, progress: Callable[[str], None]) -> dict[str, str]:
+    """py-spy summaries of the server at 16 connections, one per endpoint, written to profile_dir."""
+    assert cfg.profile_dir is not None and target.child is not None
+    if profiling.available() is None:
+        return {"skipped": "py-spy is not installed (pip install py-spy)"}
+    cfg.profile_dir.mkdir(parents=True, exist_ok=True)
+    written: dict[str, str] = {}
+    for endpoint in cfg.endpoints:
+        req = _requests(target, endpoint, 16)
+        if req is None:
+            continue
+        raw = cfg.profile_dir / f".profile-server-{endpoint}.collapsed"
+        thread = profiling.record_during(target.child.pid, cfg.profile_seconds, raw)
+        loadgen.run_wrk(target.base, req, connections=16, duration=cfg.profile_seconds + 1, cpus=cfg.wrk_cpus)
+        thread.join()
+        if not raw.exists():
+            written[endpoint] = "py-spy could not attach (needs ptrace permission)"
+            continue
+        out = cfg.profile_dir / f"profile-server-{endpoint}.txt"
+        out.write_text(f"polyroute serve, {endpoint}, wrk 16 connections, py-spy\n\n" + profiling.summarise(raw))
+        raw.unlink()
+        written[endpoint] = str(out)
+        progress(f"profile of {endpoint} written to {out}")
+    return written
 
 
 def run_http(upstream: procs.Child, work: Path, cfg: HttpConfig, progress: Callable[[str], None]) -> dict[str, Any]:
@@ -138,7 +171,7 @@ def run_http(upstream: procs.Child, work: Path, cfg: HttpConfig, progress: Calla
                 if target.child is not None and not target.child.alive():
                     info["status"] = "crashed"
                     info["log_tail"] = target.child.log_tail()
-        except Exception as exc:  # noqa: BLE001 - a competitor that fails to run is reported, not fatal
+        except Exception as exc:
             info = {"status": "failed", "reason": f"{type(exc).__name__}: {exc}"[:2000]}
             progress(f"{name}: FAILED: {info['reason'][:300]}")
         out["systems"][name] = info

@@ -101,7 +101,9 @@ class Target:
                 return out
         return [f"bench-{secrets.token_hex(8)}" for _ in range(count)]
 
-    def agent_call(self, shape: str, session: str, *, stream: bool, prompt: str = PROMPT) -> tuple[str, str, dict[str, str]]:
+    def agent_call(
+        self, shape: str, session: str, *, stream: bool, prompt: str = PROMPT
+    ) -> tuple[str, str, dict[str, str]]:
         """(path, body, headers) of one agent message in ``session``."""
         agent = self.agents[shape]
         if self.name == "polyroute":
@@ -181,7 +183,11 @@ def _start_polyroute(work: Path, upstream: str, cpus: set[int] | None) -> Target
         for m in MODELS:
             r = client.post(
                 "/agents",
-                json={"name": f"bench {m}", "model": f"openai:{m}", "config": {"historyTokenWindow": HISTORY_TOKEN_WINDOW}},
+                json={
+                    "name": f"bench {m}",
+                    "model": f"openai:{m}",
+                    "config": {"historyTokenWindow": HISTORY_TOKEN_WINDOW},
+                },
             )
             r.raise_for_status()
             target.agents[m] = str(r.json()["agentId"])
@@ -205,8 +211,16 @@ def _start_litellm(work: Path, upstream: str, cpus: set[int] | None) -> Target:
         "litellm",
         [
             str(Path(procs.PYTHON).parent / "litellm"),
-            "--config", str(cfg), "--host", "127.0.0.1", "--port", str(port),
-            "--num_workers", "1", "--log_config", str(log_cfg),
+            "--config",
+            str(cfg),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--num_workers",
+            "1",
+            "--log_config",
+            str(log_cfg),
         ],
         logs=work / "logs",
         cpus=cpus,
@@ -225,8 +239,21 @@ def _start_agentos(work: Path, upstream: str, cpus: set[int] | None) -> Target:
     child = procs.start(
         "agentos",
         [
-            procs.PYTHON, "-m", "uvicorn", "bench.agno_app:app", "--host", "127.0.0.1", "--port", str(port),
-            "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning",
+            procs.PYTHON,
+            "-m",
+            "uvicorn",
+            "bench.agno_app:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--loop",
+            "uvloop",
+            "--http",
+            "httptools",
+            "--no-access-log",
+            "--log-level",
+            "warning",
         ],
         logs=work / "logs",
         cpus=cpus,

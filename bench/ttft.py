@@ -91,7 +91,9 @@ def probes(target: Target, model: str) -> list[StreamProbe]:
     return out
 
 
-async def _measure(all_probes: list[StreamProbe], n: int, model: str, progress: Callable[[str], None]) -> dict[str, Probe]:
+async def _measure(
+    all_probes: list[StreamProbe], n: int, model: str, progress: Callable[[str], None]
+) -> dict[str, Probe]:
     _, delay = shape(model)
     gap_ns = int(delay * 1e9 / 2) if delay else 10**18
     results = {f"{p.target}/{p.endpoint}": Probe() for p in all_probes}
@@ -100,7 +102,7 @@ async def _measure(all_probes: list[StreamProbe], n: int, model: str, progress: 
             for _ in range(3):
                 try:
                     await _one(client, p, gap_ns)
-                except Exception as exc:  # noqa: BLE001 - recorded, not fatal here
+                except Exception as exc:
                     results[f"{p.target}/{p.endpoint}"].errors.append(f"warmup: {type(exc).__name__}: {exc}"[:300])
         for i in range(n):
             k = i % len(all_probes)
@@ -108,7 +110,7 @@ async def _measure(all_probes: list[StreamProbe], n: int, model: str, progress: 
                 r = results[f"{p.target}/{p.endpoint}"]
                 try:
                     ttft, total, bursts = await _one(client, p, gap_ns)
-                except Exception as exc:  # noqa: BLE001 - every failure is counted
+                except Exception as exc:
                     r.errors.append(f"{type(exc).__name__}: {exc}"[:300])
                     continue
                 r.ttft_ns.append(ttft)

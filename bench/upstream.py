@@ -34,10 +34,15 @@ _MODEL = re.compile(r"bench-t(\d+)-d(\d+(?:\.\d+)?)")
 _WORDS = ("Hello", " there", ",", " this", " is", " a", " fake", " token", " stream", " from", " the", " bench")
 
 _HEAD_JSON = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n%s\r\n"
-_HEAD_SSE = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\ntransfer-encoding: chunked\r\n%s\r\n"
+_HEAD_SSE = (
+    b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\n"
+    b"transfer-encoding: chunked\r\n%s\r\n"
+)
 _KEEP = b"connection: keep-alive\r\n"
 _CLOSE = b"connection: close\r\n"
-_MODELS_BODY = orjson.dumps({"object": "list", "data": [{"id": "bench-t16-d0", "object": "model", "owned_by": "bench"}]})
+_MODELS_BODY = orjson.dumps(
+    {"object": "list", "data": [{"id": "bench-t16-d0", "object": "model", "owned_by": "bench"}]}
+)
 
 DEFAULT_TOKENS = 16
 DEFAULT_DELAY_MS = 0.0
@@ -90,14 +95,22 @@ def _chunked(event: bytes) -> bytes:
 def stream_events(model: str, prompt_tokens: int, include_usage: bool) -> tuple[bytes, ...]:
     """Every HTTP chunk of a streamed answer, in order, ending with the zero-length chunk."""
     tokens, _ = shape(model)
-    base: dict[str, Any] = {"id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": 1700000000, "model": model}
+    base: dict[str, Any] = {
+        "id": "chatcmpl-bench",
+        "object": "chat.completion.chunk",
+        "created": 1700000000,
+        "model": model,
+    }
 
     def event(choices: list[dict[str, Any]], **extra: Any) -> bytes:
         return _chunked(b"data: " + orjson.dumps({**base, "choices": choices, **extra}) + b"\n\n")
 
-    out = [event([{"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": None, "finish_reason": None}])]
+    out = [
+        event([{"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": None, "finish_reason": None}])
+    ]
     out += [
-        event([{"index": 0, "delta": {"content": _token(i)}, "logprobs": None, "finish_reason": None}]) for i in range(tokens)
+        event([{"index": 0, "delta": {"content": _token(i)}, "logprobs": None, "finish_reason": None}])
+        for i in range(tokens)
     ]
     out.append(event([{"index": 0, "delta": {}, "logprobs": None, "finish_reason": "stop"}]))
     if include_usage:
@@ -232,7 +245,7 @@ class UpstreamProtocol(asyncio.Protocol):
         if tokens < 2:
             self._send(head + b"".join(events), keep)
             return
-        parts = [head + events[0] + events[1], *events[2 : tokens], b"".join(events[tokens:])]
+        parts = [head + events[0] + events[1], *events[2:tokens], b"".join(events[tokens:])]
         if self._busy is not None and not self._busy.done():
             self._busy = asyncio.ensure_future(self._after(self._busy, parts, delay, keep))
         else:

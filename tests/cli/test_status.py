@@ -37,7 +37,8 @@ HEALTH = {
 def test_status_lists_every_alias_deployment_without_revealing_the_key(tmp_path: Path) -> None:
     config = tmp_path / "c.yaml"
     config.write_text(CONFIG)
-    result = CliRunner().invoke(app, ["status", "-c", str(config), "--env-file", str(tmp_path / "none")], env={"COLUMNS": "200"})
+    args = ["status", "-c", str(config), "--env-file", str(tmp_path / "none")]
+    result = CliRunner().invoke(app, args, env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     for model in ("openai:gpt-4o-mini", "openai:gpt-4.1-mini", "openai:gpt-4o"):
         assert model in result.output
@@ -52,7 +53,8 @@ def test_status_reads_a_running_server(tmp_path: Path) -> None:
     with FakeUpstream(handler) as server:
         result = CliRunner().invoke(app, ["status", "--url", server.url], env={"COLUMNS": "200"})
     assert result.exit_code == 1  # nothing healthy: non-zero, for scripts
-    assert "open (12s)" in result.output and "80% of 10" in result.output and "ProviderUnavailableError" in result.output
+    for shown in ("open (12s)", "80% of 10", "ProviderUnavailableError", "790"):
+        assert shown in result.output
 
 
 def test_status_json_is_the_health_shape(tmp_path: Path) -> None:

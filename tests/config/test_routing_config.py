@@ -44,7 +44,8 @@ def test_object_alias_becomes_a_plain_list_plus_a_policy(tmp_path: Path) -> None
     policy = router.policies["chat"]
     assert policy.strategy == "weighted" and policy.sticky and policy.resume
     assert [(d.key, d.weight) for d in policy.deployments] == [("a:small", 90), ("a:big", 1)]
-    assert policy.hedge is not None and (policy.hedge.percentile, policy.hedge.delay, policy.hedge.budget) == (95, 1.5, 0.05)
+    hedge = policy.hedge
+    assert hedge is not None and (hedge.percentile, hedge.delay, hedge.budget) == (95, 1.5, 0.05)
     assert (policy.on_context_length, policy.on_content_filter) == ("a:huge", "next")
     assert router.policies["cheap"].strategy == "lowest_cost"
     assert [str(r) for r in router.candidates("chat")] == ["a:small", "a:big", "a:one", "a:two"]

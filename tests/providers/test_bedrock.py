@@ -25,7 +25,7 @@ from fakes.bedrock_server import (
     tool_use_events,
     usage,
 )
-from fakes.upstream import FakeUpstream, Reply
+from fakes.upstream import FakeUpstream, Pause, Reply
 from polyroute import errors
 from polyroute.providers._converse import converse_body
 from polyroute.providers.base import CallLimits
@@ -476,3 +476,22 @@ async def test_default_stream_without_metadata_still_ends(upstream: FakeUpstream
     events = await streamed(upstream, stream_reply([message_start(), *text_events(["a", "b"]), message_stop()]))
     assert [e.type for e in events] == ["token", "token", "usage", "end"]
     assert events[-1].finish_reason == "stop"
+
+
+async def test_unknown_stream_exception_is_a_provider_error_interrupt(upstream: FakeUpstream) -> None:
+    frames = [message_start(), exception("brandNewException", "what is this")]
+    with pytest.raises(errors.StreamInterruptedError) as caught:
+        await streamed(upstream, stream_reply(frames))
+    assert caught.value.kind == "provider_error" and caught.value.status is None
+    assert "brandNewException" in caught.value.message
+
+
+async def test_stream_ends_at_metadata_even_if_the_connection_stays_open(upstream: FakeUpstream) -> None:
+    data = b"".join([message_start(), *text_events(["ok"]), message_stop(), metadata(usage(3, 1))])
+    reply = Reply(200, {"content-type": "application/vnd.amazon.eventstream"}, [data, Pause(5.0)], chunked=True)
+    upstream.handler = BedrockFake(stream=reply)
+    provider = make(upstream)
+    events = [e async for e in provider.stream(MODEL, req(), CallLimits(connect=5.0, read=2.0))]
+    await provider.aclose()
+    assert [e.type for e in events] == ["token", "usage", "end"]
+    assert events[-1].usage is not None and events[-1].usage.total_tokens == 4

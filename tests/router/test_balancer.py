@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
+from polyroute import errors
 from polyroute.router.balancer import Balancer, stable_fraction, weighted_pick
 from polyroute.router.breaker import BreakerSettings
 from polyroute.router.deployments import DeploymentTable
@@ -141,3 +142,14 @@ def test_hedge_delay_from_a_percentile_once_there_are_samples() -> None:
     assert hedge_delay(HedgePolicy(percentile=90), LatencyStats()) is None
     with pytest.raises(ValueError, match="delay"):
         HedgePolicy()
+
+
+def test_the_deployment_table_stays_bounded_but_keeps_what_matters() -> None:
+    t = DeploymentTable(BreakerSettings(failure_threshold=1), clock=lambda: 0.0, max_size=8)
+    t.get("p", "limited").configure(Deployment("p:limited", rpm=10), now=0.0)
+    broken = t.get("p", "broken")
+    broken.breaker.record_failure(0.0, errors.ProviderUnavailableError("down"))
+    for i in range(100):
+        t.get("p", f"m{i}")
+    kept = {s.model for s in t}
+    assert len(kept) <= 8 and {"limited", "broken", "m99"} <= kept

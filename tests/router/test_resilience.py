@@ -231,6 +231,16 @@ async def test_lowest_latency_prefers_the_faster_deployment_once_measured() -> N
     assert served == ["a", "b", "b", "b"]
 
 
+async def test_lowest_latency_ranks_streams_by_time_to_first_token() -> None:
+    router = Router()
+    router.add_alias("chat", ["a:m", "b:m"], policy=RoutingPolicy(strategy="lowest_latency"))
+    router.register(ScriptedProvider("a", [Step(tokens=["x"], delay=0.05)] * 5))  # slow start, short
+    router.register(ScriptedProvider("b", [Step(tokens=["x"] * 5, gap=0.03)] * 5))  # fast start, long
+    served = [(await collect(router, req("chat")))[-1].provider for _ in range(3)]
+    assert served == ["a", "b", "b"]  # by time to first token
+    assert (await router.chat(req("chat"))).provider == "a"  # by total latency
+
+
 async def test_lowest_cost_uses_the_price_table() -> None:
     router = Router()
     router.add_alias(

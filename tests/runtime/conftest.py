@@ -7,10 +7,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from runtime.support import EchoProvider, client_for, database_url, make_router, pg_url, settings_for
 
 from polyroute.router import Router
 from polyroute.runtime import ServerSettings
+from runtime.support import EchoProvider, client_for, database_url, make_router, pg_url, settings_for
 
 __all__ = ["database_url", "pg_url"]
 

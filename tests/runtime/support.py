@@ -19,9 +19,9 @@ from typing import Any
 
 import httpx
 import pytest
-from fakes.scripted import ScriptedProvider, Step
 from starlette.applications import Starlette
 
+from fakes.scripted import ScriptedProvider, Step
 from polyroute.router import Router
 from polyroute.runtime import ServerSettings, create_app
 from polyroute.types import ChatRequest
@@ -36,7 +36,9 @@ class EchoProvider(ScriptedProvider):
     that is what lets the concurrency tests check that replies never get mixed up.
     """
 
-    def __init__(self, name: str, steps: list[Step] | None = None, *, missing: str | None = None, delay: float = 0.0) -> None:
+    def __init__(
+        self, name: str, steps: list[Step] | None = None, *, missing: str | None = None, delay: float = 0.0
+    ) -> None:
         super().__init__(name, steps, missing=missing)
         self.delay = delay
 
@@ -150,12 +152,17 @@ def fresh_database() -> Iterator[str]:
         asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
-@pytest.fixture(scope="session")
-def pg_url() -> Iterator[str]:
-    """One fresh PostgreSQL database for the test run (skipped when the server is unreachable)."""
+def require_postgres() -> None:
+    """Skip the calling test, with the reason, when the PostgreSQL test server is unreachable."""
     reason = postgres_reachable()
     if reason:
         pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    """One fresh PostgreSQL database for the test run (skipped when the server is unreachable)."""
+    require_postgres()
     with fresh_database() as url:
         yield url
 

@@ -52,8 +52,16 @@ async def test_model_accepts_every_documented_form(client: httpx.AsyncClient, mo
         ({"name": "a", "model": 42}, "model", "expected a 'provider:model_id' string"),
         ({"name": "a", "model": {"provider": "fake"}}, "model", "modelId"),
         ({"name": "a", "model": {"provider": "fake", "modelId": "x", "temperature": 9}}, "model", "temperature"),
-        ({"name": "a", "model": "fake:x", "config": {"fallbackModel": "missing-alias"}}, "config.fallbackModel", "unknown"),
-        ({"name": "a", "model": "fake:x", "config": {"fallbackModels": ["fake:y", "bad"]}}, "config.fallbackModels.1", "bad"),
+        (
+            {"name": "a", "model": "fake:x", "config": {"fallbackModel": "missing-alias"}},
+            "config.fallbackModel",
+            "unknown",
+        ),
+        (
+            {"name": "a", "model": "fake:x", "config": {"fallbackModels": ["fake:y", "bad"]}},
+            "config.fallbackModels.1",
+            "bad",
+        ),
         ({"name": "a", "model": "fake:x", "config": {"fallbakModel": "fake:y"}}, "config.fallbakModel", "Extra inputs"),
         ({"name": "a", "model": "fake:x", "config": {"historyTokenWindow": 0}}, "config.historyTokenWindow", "greater"),
         ({"model": "fake:x"}, "name", "Field required"),
@@ -80,7 +88,9 @@ async def test_openai_style_tools_are_accepted_and_stored_in_our_shape(client: h
 
 
 async def test_list_pages_in_creation_order(client: httpx.AsyncClient) -> None:
-    ids = [(await client.post("/agents", json={"name": f"a{i}", "model": "fake:x"})).json()["agentId"] for i in range(5)]
+    ids = [
+        (await client.post("/agents", json={"name": f"a{i}", "model": "fake:x"})).json()["agentId"] for i in range(5)
+    ]
     seen: list[str] = []
     cursor = None
     while True:
@@ -104,7 +114,9 @@ async def test_bad_page_size_is_422(client: httpx.AsyncClient, limit: str) -> No
 
 
 async def test_patch_changes_fields_and_merges_config(client: httpx.AsyncClient) -> None:
-    agent = (await client.post("/agents", json={**GUIDE_AGENT, "config": {"fallbackModel": "fake:big", "temperature": 0.5}})).json()
+    agent = (
+        await client.post("/agents", json={**GUIDE_AGENT, "config": {"fallbackModel": "fake:big", "temperature": 0.5}})
+    ).json()
     url = f"/agents/{agent['agentId']}"
     r = await client.patch(url, json={"name": "renamed", "config": {"systemPrompt": "be brief", "temperature": None}})
     assert r.status_code == 200
@@ -154,5 +166,9 @@ async def test_unknown_agent_is_404(client: httpx.AsyncClient, method: str) -> N
     r = await client.request(method, "/agents/agent_missing", json={"name": "x"} if method == "PATCH" else None)
     assert r.status_code == 404
     assert r.json() == {
-        "error": {"code": "not_found", "message": "agent 'agent_missing' was not found", "details": {"agent": "agent_missing"}}
+        "error": {
+            "code": "not_found",
+            "message": "agent 'agent_missing' was not found",
+            "details": {"agent": "agent_missing"},
+        }
     }

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from runtime.support import EchoProvider, client_for, make_router, running, settings_for
 from sqlalchemy import text
 
 from polyroute.runtime import create_app
 from polyroute.runtime.auth import hash_key
+from runtime.support import EchoProvider, client_for, make_router, running, settings_for
 
 KEY_A = "pr-key-alpha-0123456789"
 KEY_B = "pr-key-bravo-9876543210"
@@ -53,9 +53,16 @@ async def test_health_is_public(client: httpx.AsyncClient) -> None:
 
 @pytest.mark.parametrize(
     "headers",
-    [{"Authorization": "Bearer wrong-key"}, {"X-API-Key": "wrong"}, {"Authorization": f"Basic {KEY_A}"}, {"Authorization": "Bearer "}],
+    [
+        {"Authorization": "Bearer wrong-key"},
+        {"X-API-Key": "wrong"},
+        {"Authorization": f"Basic {KEY_A}"},
+        {"Authorization": "Bearer "},
+    ],
 )
-async def test_a_wrong_key_is_401_and_the_body_does_not_echo_it(client: httpx.AsyncClient, headers: dict[str, str]) -> None:
+async def test_a_wrong_key_is_401_and_the_body_does_not_echo_it(
+    client: httpx.AsyncClient, headers: dict[str, str]
+) -> None:
     r = await client.get("/agents", headers=headers)
     assert r.status_code == 401
     assert set(r.json()) == {"error"}
@@ -97,7 +104,12 @@ async def test_only_a_hash_of_the_key_is_stored(tmp_path: Path) -> None:
         aid = (await client.post("/agents", json={"name": "a", "model": "fake:m"})).json()["agentId"]
         await client.post(f"/agents/{aid}/sessions", json={})
         async with app.state.runtime.database.store.engine.connect() as conn:
-            owners = {row[0] for row in await conn.execute(text("SELECT owner_hash FROM agents UNION SELECT owner_hash FROM sessions"))}
+            owners = {
+                row[0]
+                for row in await conn.execute(
+                    text("SELECT owner_hash FROM agents UNION SELECT owner_hash FROM sessions")
+                )
+            }
     assert owners == {hash_key(KEY_A)}
     for path in tmp_path.glob("polyroute.db*"):  # the database and its WAL
         assert KEY_A.encode() not in path.read_bytes()

@@ -11,10 +11,10 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 
 import httpx
-from runtime.support import EchoProvider, make_router, running, settings_for
 
 from polyroute.runtime import create_app
 from polyroute.types import ChatRequest
+from runtime.support import EchoProvider, make_router, running, settings_for
 
 POSTS = 50
 
@@ -28,7 +28,9 @@ async def test_concurrent_posts_to_one_session_leave_every_message_in_order(data
             await stack.enter_async_context(running(create_app(make_router(fake), settings))) for _ in range(instances)
         ]
         aid = (await clients[0].post("/agents", json={"name": "a", "model": "fake:small"})).json()["agentId"]
-        url = f"/agents/{aid}/sessions/" + (await clients[0].post(f"/agents/{aid}/sessions", json={})).json()["sessionId"]
+        url = (
+            f"/agents/{aid}/sessions/" + (await clients[0].post(f"/agents/{aid}/sessions", json={})).json()["sessionId"]
+        )
 
         async def post(i: int) -> httpx.Response:
             return await clients[i % instances].post(f"{url}/messages", json={"content": f"message {i}"})
@@ -38,7 +40,11 @@ async def test_concurrent_posts_to_one_session_leave_every_message_in_order(data
         stored: list[dict[str, object]] = []
         cursor = None
         while True:
-            page = (await clients[-1].get(f"{url}/messages", params={"limit": "100", **({"cursor": cursor} if cursor else {})})).json()
+            page = (
+                await clients[-1].get(
+                    f"{url}/messages", params={"limit": "100", **({"cursor": cursor} if cursor else {})}
+                )
+            ).json()
             stored += page["data"]
             cursor = page["nextCursor"]
             if cursor is None:
@@ -58,3 +64,21 @@ async def test_concurrent_posts_to_one_session_leave_every_message_in_order(data
     sizes = sorted(len(req.messages) for _, req in fake.calls if isinstance(req, ChatRequest))
     assert sizes == list(range(1, 2 * POSTS, 2))
     assert fake.peak == 1
+
+
+async def test_a_post_that_waits_too_long_for_the_session_is_409(tmp_path: Path) -> None:
+    fake = EchoProvider("fake", delay=1.0)
+    settings = settings_for(tmp_path, sessionLockTimeout=0.1)
+    async with running(create_app(make_router(fake), settings)) as client:
+        aid = (await client.post("/agents", json={"name": "a", "model": "fake:small"})).json()["agentId"]
+        url = f"/agents/{aid}/sessions/" + (await client.post(f"/agents/{aid}/sessions", json={})).json()["sessionId"]
+        first = asyncio.create_task(client.post(f"{url}/messages", json={"content": "slow"}))
+        while not fake.calls:
+            await asyncio.sleep(0.01)
+        second = await client.post(f"{url}/messages", json={"content": "impatient"})
+        assert (await first).status_code == 200
+        stored = (await client.get(f"{url}/messages")).json()["data"]
+    assert second.status_code == 409
+    assert second.json()["error"]["code"] == "session_busy"
+    assert int(second.headers["retry-after"]) >= 1
+    assert [m["content"] for m in stored] == ["slow", "echo: slow"]  # the refused post left nothing behind

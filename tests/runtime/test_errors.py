@@ -9,11 +9,11 @@ from typing import Any
 
 import httpx
 import pytest
-from fakes.scripted import Step
-from runtime.support import EchoProvider, client_for, make_router, settings_for
 
+from fakes.scripted import Step
 from polyroute import errors
 from polyroute.router import RetryPolicy
+from runtime.support import EchoProvider, client_for, make_router, settings_for
 
 KEY = "pr-test-key-0123456789"
 PROVIDER_SECRET = "sk-provider-secret-value-123"
@@ -40,24 +40,67 @@ def _chunked(body: bytes, size: int = 512) -> AsyncIterator[bytes]:
 BAD_INPUTS: list[tuple[str, dict[str, Any], int, str, str | None]] = [
     ("malformed JSON", {"method": "POST", "url": "/agents", "content": b'{"name": "a",'}, 400, "invalid_json", None),
     ("empty body", {"method": "POST", "url": "/agents", "content": b""}, 400, "invalid_json", None),
-    ("JSON that is not an object", {"method": "POST", "url": "/agents", "json": ["a"]}, 422, "validation_error", "(body)"),
-    ("wrong type", {"method": "POST", "url": "/agents", "json": {"name": 1, "model": "fake:m"}}, 422, "validation_error", "name"),
-    ("wrong nested type", {"method": "POST", "url": "/agents", "json": {"name": "a", "model": "fake:m", "config": {"maxTokens": "many"}}},
-     422, "validation_error", "config.maxTokens"),
+    (
+        "JSON that is not an object",
+        {"method": "POST", "url": "/agents", "json": ["a"]},
+        422,
+        "validation_error",
+        "(body)",
+    ),
+    (
+        "wrong type",
+        {"method": "POST", "url": "/agents", "json": {"name": 1, "model": "fake:m"}},
+        422,
+        "validation_error",
+        "name",
+    ),
+    (
+        "wrong nested type",
+        {"method": "POST", "url": "/agents", "json": {"name": "a", "model": "fake:m", "config": {"maxTokens": "many"}}},
+        422,
+        "validation_error",
+        "config.maxTokens",
+    ),
     ("unknown agent", {"method": "GET", "url": "/agents/agent_unknown"}, 404, "not_found", None),
-    ("unknown agent for messages", {"method": "POST", "url": "/agents/agent_unknown/sessions/sess_x/messages", "json": {"content": "hi"}},
-     404, "not_found", None),
-    ("oversized body (Content-Length)", {"method": "POST", "url": "/agents", "json": {"name": "a" * 3000, "model": "fake:m"}},
-     413, "payload_too_large", None),
-    ("oversized body (chunked, no length)", {"method": "POST", "url": "/agents", "chunked": b'{"name": "' + b"a" * 5000 + b'"}'},
-     413, "payload_too_large", None),
-    ("wrong key", {"method": "GET", "url": "/agents", "headers": {"Authorization": "Bearer nope"}}, 401, "unauthorized", None),
+    (
+        "unknown agent for messages",
+        {"method": "POST", "url": "/agents/agent_unknown/sessions/sess_x/messages", "json": {"content": "hi"}},
+        404,
+        "not_found",
+        None,
+    ),
+    (
+        "oversized body (Content-Length)",
+        {"method": "POST", "url": "/agents", "json": {"name": "a" * 3000, "model": "fake:m"}},
+        413,
+        "payload_too_large",
+        None,
+    ),
+    (
+        "oversized body (chunked, no length)",
+        {"method": "POST", "url": "/agents", "chunked": b'{"name": "' + b"a" * 5000 + b'"}'},
+        413,
+        "payload_too_large",
+        None,
+    ),
+    (
+        "wrong key",
+        {"method": "GET", "url": "/agents", "headers": {"Authorization": "Bearer nope"}},
+        401,
+        "unauthorized",
+        None,
+    ),
     ("missing key", {"method": "GET", "url": "/agents", "headers": {"Authorization": ""}}, 401, "unauthorized", None),
     ("unknown route", {"method": "GET", "url": "/nothing/here"}, 404, "not_found", None),
     ("wrong method", {"method": "PUT", "url": "/agents"}, 405, "method_not_allowed", None),
     ("bad page size", {"method": "GET", "url": "/agents?limit=0"}, 422, "validation_error", "query.limit"),
-    ("bad content length", {"method": "POST", "url": "/agents", "headers": {"Content-Length": "x"}, "content": b"{}"},
-     400, "bad_request", None),
+    (
+        "bad content length",
+        {"method": "POST", "url": "/agents", "headers": {"Content-Length": "x"}, "content": b"{}"},
+        400,
+        "bad_request",
+        None,
+    ),
 ]
 
 
@@ -114,7 +157,9 @@ async def test_upstream_failures_map_to_status_with_attempts(
             sid = (await client.post(f"/agents/{aid}/sessions", json={})).json()["sessionId"]
             r = await client.post(f"/agents/{aid}/sessions/{sid}/messages", json={"content": "hi"})
         else:
-            r = await client.post("/v1/chat/completions", json={"model": "fake:small", "messages": [{"role": "user", "content": "x"}]})
+            r = await client.post(
+                "/v1/chat/completions", json={"model": "fake:small", "messages": [{"role": "user", "content": "x"}]}
+            )
     assert r.status_code == status, r.text
     assert r.headers.get("retry-after") == retry_after
     details = r.json()["error"]["details"]
@@ -167,7 +212,34 @@ async def test_provider_keys_are_redacted_from_error_bodies(tmp_path: Path) -> N
     fake = EchoProvider("fake", [Step(error=leaky)])
     fake.api_key = PROVIDER_SECRET  # type: ignore[attr-defined]
     async with client_for(make_router(fake), settings_for(tmp_path)) as client:
-        r = await client.post("/v1/chat/completions", json={"model": "fake:x", "messages": [{"role": "user", "content": "x"}]})
+        r = await client.post(
+            "/v1/chat/completions", json={"model": "fake:x", "messages": [{"role": "user", "content": "x"}]}
+        )
     assert r.status_code == 502
     assert PROVIDER_SECRET not in r.text
     assert "[redacted]" in r.text
+
+
+async def test_a_bug_inside_a_stream_ends_it_cleanly_and_logs_one_line(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from polyroute.types import ChatStreamEvent
+
+    async def broken_stream(request: object) -> AsyncIterator[ChatStreamEvent]:
+        yield ChatStreamEvent("token", delta="partial", provider="fake", model="m")
+        raise RuntimeError(f"bug holding {PROVIDER_SECRET}")
+
+    router = make_router(EchoProvider("fake"))
+    router.stream = broken_stream  # type: ignore[assignment,method-assign]
+    body = {"model": "fake:m", "messages": [{"role": "user", "content": "x"}], "stream": True}
+    async with client_for(router, settings_for(tmp_path)) as client:
+        with caplog.at_level(logging.INFO):
+            r = await client.post("/v1/chat/completions", json=body)
+    lines = [line for line in r.text.split("\n") if line.startswith("data: ")]
+    assert '"partial"' in lines[1]
+    assert '"internal_error"' in lines[-1]
+    assert "[DONE]" not in r.text
+    assert PROVIDER_SECRET not in r.text
+    assert "background task failed: RuntimeError" in caplog.text
+    assert "Traceback" not in caplog.text
+    assert PROVIDER_SECRET not in caplog.text

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
-from runtime.support import EchoProvider, client_for, make_router, running, settings_for
 
 from polyroute.runtime import create_app
+from runtime.support import EchoProvider, client_for, make_router, running, settings_for
 
 
 async def test_health(client: httpx.AsyncClient) -> None:

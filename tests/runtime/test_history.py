@@ -12,12 +12,21 @@ from polyroute.types import Message, ModelRef
 
 def record(seq: int, role: str, content: Any, **kw: Any) -> MessageRecord:
     fields: dict[str, Any] = {
-        "name": None, "tool_calls": None, "tool_call_id": None, "finish_reason": None, "usage": None,
-        "provider": None, "model": None, "attempts": None, "status": "complete", "error": None,
+        "name": None,
+        "tool_calls": None,
+        "tool_call_id": None,
+        "finish_reason": None,
+        "usage": None,
+        "provider": None,
+        "model": None,
+        "attempts": None,
+        "status": "complete",
+        "error": None,
     }
     fields.update(kw)
-    return MessageRecord(id=f"m{seq}", session_id="s", seq=seq, role=role, content=content,
-                         created_at=datetime.now(UTC), **fields)
+    return MessageRecord(
+        id=f"m{seq}", session_id="s", seq=seq, role=role, content=content, created_at=datetime.now(UTC), **fields
+    )
 
 
 def test_estimate_is_a_quarter_of_the_characters_plus_framing() -> None:
@@ -57,8 +66,15 @@ def test_empty_interrupted_replies_are_skipped() -> None:
 def test_chat_request_uses_the_agent_model_and_fallbacks() -> None:
     now = datetime.now(UTC)
     agent = AgentRecord(
-        "a", "", "n", None, {"provider": "fake", "modelId": "m", "temperature": 0.1}, [{"name": "t"}],
-        {"fallbackModel": "fake:one", "fallbackModels": ["fake:two"], "maxTokens": 7, "timeoutMs": 1500}, now, now,
+        "a",
+        "",
+        "n",
+        None,
+        {"provider": "fake", "modelId": "m", "temperature": 0.1},
+        [{"name": "t"}],
+        {"fallbackModel": "fake:one", "fallbackModels": ["fake:two"], "maxTokens": 7, "timeoutMs": 1500},
+        now,
+        now,
     )
     request = chat_request(agent, [Message.user("x")])
     assert request.model == ModelRef(provider="fake", model_id="m", temperature=0.1)

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from fakes.scripted import Step
-from runtime.support import EchoProvider, client_for, make_router, settings_for
 
+from fakes.scripted import Step
 from polyroute import errors
 from polyroute.types import ChatRequest
+from runtime.support import EchoProvider, client_for, make_router, settings_for
 
 
 async def _session(client: httpx.AsyncClient, **agent: object) -> str:
@@ -46,7 +46,9 @@ async def test_reply_has_every_documented_field(client: httpx.AsyncClient) -> No
     assert r.headers["x-polyroute-attempts"] == "1"
 
 
-async def test_history_is_sent_in_order_with_the_system_prompt_first(client: httpx.AsyncClient, fake: EchoProvider) -> None:
+async def test_history_is_sent_in_order_with_the_system_prompt_first(
+    client: httpx.AsyncClient, fake: EchoProvider
+) -> None:
     url = await _session(client, config={"systemPrompt": "You are terse.", "temperature": 0.3, "maxTokens": 50})
     await client.post(f"{url}/messages", json={"content": "one"})
     await client.post(f"{url}/messages", json={"content": "two"})
@@ -75,15 +77,23 @@ async def test_history_is_trimmed_to_the_agents_token_window(client: httpx.Async
 
 async def test_messages_form_appends_several_messages(client: httpx.AsyncClient, fake: EchoProvider) -> None:
     url = await _session(client)
-    r = await client.post(f"{url}/messages", json={"messages": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]})
+    r = await client.post(
+        f"{url}/messages", json={"messages": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]}
+    )
     assert r.status_code == 200
     assert len(r.json()["userMessageIds"]) == 2
     stored = (await client.get(f"{url}/messages")).json()["data"]
-    assert [(m["seq"], m["role"], m["content"]) for m in stored] == [(1, "user", "a"), (2, "user", "b"), (3, "assistant", "echo: b")]
+    assert [(m["seq"], m["role"], m["content"]) for m in stored] == [
+        (1, "user", "a"),
+        (2, "user", "b"),
+        (3, "assistant", "echo: b"),
+    ]
 
 
 async def test_fallback_answers_when_the_primary_fails(tmp_path: Path) -> None:
-    primary = EchoProvider("primary", [Step(error=errors.ProviderUnavailableError("down", provider="primary", status=503))])
+    primary = EchoProvider(
+        "primary", [Step(error=errors.ProviderUnavailableError("down", provider="primary", status=503))]
+    )
     fallback = EchoProvider("fake")
     async with client_for(make_router(primary, fallback), settings_for(tmp_path)) as client:
         url = await _session(client, model="primary:big", config={"fallbackModel": "fake:small"})
@@ -133,7 +143,9 @@ async def test_a_failed_call_stores_the_user_message_and_the_error_then_recovers
 
 
 async def test_a_bad_request_upstream_is_400_and_not_retried(tmp_path: Path) -> None:
-    first = EchoProvider("fake", [Step(error=errors.ContextLengthExceededError("too long", provider="fake", status=400))])
+    first = EchoProvider(
+        "fake", [Step(error=errors.ContextLengthExceededError("too long", provider="fake", status=400))]
+    )
     backup = EchoProvider("backup")
     async with client_for(make_router(first, backup), settings_for(tmp_path)) as client:
         url = await _session(client, config={"fallbackModel": "backup:m"})
@@ -150,7 +162,9 @@ async def test_message_list_pages_in_order(client: httpx.AsyncClient) -> None:
     seen = []
     cursor = None
     while True:
-        page = (await client.get(f"{url}/messages", params={"limit": "4", **({"cursor": cursor} if cursor else {})})).json()
+        page = (
+            await client.get(f"{url}/messages", params={"limit": "4", **({"cursor": cursor} if cursor else {})})
+        ).json()
         seen += [(m["seq"], m["content"]) for m in page["data"]]
         cursor = page["nextCursor"]
         if cursor is None:
@@ -205,7 +219,9 @@ async def test_tool_calls_round_trip(tmp_path: Path) -> None:
         url = await _session(client, tools=[{"name": "lookup", "parameters": {"type": "object"}}])
         r = await client.post(f"{url}/messages", json={"content": "look it up"})
         assert r.json()["finishReason"] == "tool_calls"
-        assert r.json()["toolCalls"] == [{"id": "call_1", "name": "lookup", "arguments": {"q": "x"}, "rawArguments": '{"q":"x"}'}]
+        assert r.json()["toolCalls"] == [
+            {"id": "call_1", "name": "lookup", "arguments": {"q": "x"}, "rawArguments": '{"q":"x"}'}
+        ]
         assert _last_request(fake).tools is not None
         r = await client.post(f"{url}/messages", json={"role": "tool", "toolCallId": "call_1", "content": "found"})
         assert r.status_code == 200
@@ -213,3 +229,12 @@ async def test_tool_calls_round_trip(tmp_path: Path) -> None:
         assert [(m.role, m.tool_call_id) for m in sent] == [("user", None), ("assistant", None), ("tool", "call_1")]
         assert sent[1].tool_calls is not None
         assert sent[1].tool_calls[0].id == "call_1"
+
+
+async def test_at_most_max_history_messages_are_read(tmp_path: Path) -> None:
+    fake = EchoProvider("fake")
+    async with client_for(make_router(fake), settings_for(tmp_path, maxHistoryMessages=2)) as client:
+        url = await _session(client)
+        for i in range(4):
+            await client.post(f"{url}/messages", json={"content": f"m{i}"})
+    assert [m.text for m in _last_request(fake).messages] == ["m2", "echo: m2", "m3"]

@@ -12,11 +12,11 @@ import httpx
 import openai
 import orjson
 import pytest
-from fakes.scripted import Step
-from runtime.support import EchoProvider, ServerThread, free_port, make_router, settings_for
 
+from fakes.scripted import Step
 from polyroute import errors
 from polyroute.runtime import create_app
+from runtime.support import EchoProvider, ServerThread, free_port, make_router, settings_for
 
 USER = [{"role": "user", "content": "say hi"}]
 
@@ -26,7 +26,9 @@ def data_lines(text: str) -> list[str]:
 
 
 async def test_chat_completion_has_openai_shape(client: httpx.AsyncClient) -> None:
-    r = await client.post("/v1/chat/completions", json={"model": "fast", "messages": USER, "user": "ignored", "seed": 1})
+    r = await client.post(
+        "/v1/chat/completions", json={"model": "fast", "messages": USER, "user": "ignored", "seed": 1}
+    )
     assert r.status_code == 200
     body = r.json()
     assert body["object"] == "chat.completion"
@@ -34,8 +36,12 @@ async def test_chat_completion_has_openai_shape(client: httpx.AsyncClient) -> No
     assert isinstance(body["created"], int)
     assert body["model"] == "fake:small"
     assert body["choices"] == [
-        {"index": 0, "message": {"role": "assistant", "content": "echo: say hi", "refusal": None}, "logprobs": None,
-         "finish_reason": "stop"}
+        {
+            "index": 0,
+            "message": {"role": "assistant", "content": "echo: say hi", "refusal": None},
+            "logprobs": None,
+            "finish_reason": "stop",
+        }
     ]
     assert body["usage"]["prompt_tokens"] == 3
     assert body["usage"]["total_tokens"] == 3 + body["usage"]["completion_tokens"]
@@ -46,17 +52,33 @@ async def test_chat_completion_has_openai_shape(client: httpx.AsyncClient) -> No
 async def test_messages_are_mapped_from_openai_roles(client: httpx.AsyncClient, fake: EchoProvider) -> None:
     messages = [
         {"role": "developer", "content": [{"type": "text", "text": "be brief"}]},
-        {"role": "user", "content": [{"type": "text", "text": "look"},
-                                     {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]},
-        {"role": "assistant", "content": None,
-         "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": '{"a": 1}'}}]},
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "look"},
+                {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}},
+            ],
+        },
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": '{"a": 1}'}}],
+        },
         {"role": "tool", "tool_call_id": "c1", "content": "42"},
     ]
     tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
-    r = await client.post("/v1/chat/completions", json={
-        "model": "fake:small", "messages": messages, "tools": tools, "tool_choice": {"type": "function", "function": {"name": "f"}},
-        "max_completion_tokens": 9, "stop": "END", "response_format": {"type": "json_object"},
-    })
+    r = await client.post(
+        "/v1/chat/completions",
+        json={
+            "model": "fake:small",
+            "messages": messages,
+            "tools": tools,
+            "tool_choice": {"type": "function", "function": {"name": "f"}},
+            "max_completion_tokens": 9,
+            "stop": "END",
+            "response_format": {"type": "json_object"},
+        },
+    )
     assert r.status_code == 200, r.text
     request = fake.calls[-1][1]
     assert [m.role for m in request.messages] == ["system", "user", "assistant", "tool"]
@@ -77,10 +99,20 @@ async def test_messages_are_mapped_from_openai_roles(client: httpx.AsyncClient, 
         ({"model": "fake:x", "messages": USER, "fallbacks": ["fake:y", "unknown"]}, "fallbacks.1"),
         ({"model": "fake:x", "messages": []}, "messages"),
         ({"model": "fake:x", "messages": [{"role": "wizard", "content": "x"}]}, "messages.0.role"),
-        ({"model": "fake:x", "messages": [{"role": "user", "content": [{"type": "input_audio"}]}]}, "messages.0.content.0.type"),
+        (
+            {"model": "fake:x", "messages": [{"role": "user", "content": [{"type": "input_audio"}]}]},
+            "messages.0.content.0.type",
+        ),
         ({"model": "fake:x", "messages": [{"role": "tool", "content": "x"}]}, "messages.0"),
-        ({"model": "fake:x", "messages": [{"role": "assistant", "tool_calls": [{"id": "1", "function": {"name": "f", "arguments": "{"}}]}]},
-         "messages.0.tool_calls.0.function.arguments"),
+        (
+            {
+                "model": "fake:x",
+                "messages": [
+                    {"role": "assistant", "tool_calls": [{"id": "1", "function": {"name": "f", "arguments": "{"}}]}
+                ],
+            },
+            "messages.0.tool_calls.0.function.arguments",
+        ),
         ({"model": "fake:x", "messages": USER, "n": 2}, "n"),
         ({"model": "fake:x", "messages": USER, "temperature": 3}, "temperature"),
         ({"model": "fake:x", "messages": USER, "tool_choice": "sometimes"}, "tool_choice"),
@@ -93,9 +125,15 @@ async def test_bad_chat_requests_are_422_with_paths(client: httpx.AsyncClient, b
 
 
 async def test_stream_has_openai_chunks_usage_and_done(client: httpx.AsyncClient) -> None:
-    r = await client.post("/v1/chat/completions", json={
-        "model": "fast", "messages": USER, "stream": True, "stream_options": {"include_usage": True},
-    })
+    r = await client.post(
+        "/v1/chat/completions",
+        json={
+            "model": "fast",
+            "messages": USER,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        },
+    )
     assert r.headers["content-type"].startswith("text/event-stream")
     lines = data_lines(r.text)
     assert lines[-1] == "[DONE]"
@@ -129,7 +167,9 @@ async def test_stream_failing_before_the_first_token_is_a_plain_http_error(tmp_p
 
 @pytest.mark.parametrize("encoding", ["float", "base64"])
 async def test_embeddings(client: httpx.AsyncClient, encoding: str) -> None:
-    r = await client.post("/v1/embeddings", json={"model": "fake:emb", "input": ["a", "bbb"], "encoding_format": encoding})
+    r = await client.post(
+        "/v1/embeddings", json={"model": "fake:emb", "input": ["a", "bbb"], "encoding_format": encoding}
+    )
     assert r.status_code == 200
     body = r.json()
     assert body["object"] == "list"
@@ -146,6 +186,7 @@ async def test_models_lists_aliases_and_their_targets(client: httpx.AsyncClient)
     assert body["object"] == "list"
     ids = [m["id"] for m in body["data"]]
     assert ids[:2] == ["fast", "fake:small"]
+    assert body["providers"]["fake"]["status"] == "available"
     assert (await client.get("/v1/models/fast")).json()["owned_by"] == "polyroute"
     assert (await client.get("/v1/models/fake:anything")).json()["owned_by"] == "fake"
     assert (await client.get("/v1/models/other:thing")).status_code == 404
@@ -166,7 +207,9 @@ def sdk(server: ServerThread) -> openai.OpenAI:
 
 
 def test_openai_sdk_chat(server: ServerThread) -> None:
-    completion = sdk(server).chat.completions.create(model="fast", messages=[{"role": "user", "content": "from the sdk"}])
+    completion = sdk(server).chat.completions.create(
+        model="fast", messages=[{"role": "user", "content": "from the sdk"}]
+    )
     assert completion.choices[0].message.content == "echo: from the sdk"
     assert completion.choices[0].finish_reason == "stop"
     assert completion.usage is not None and completion.usage.total_tokens > 0
@@ -175,7 +218,9 @@ def test_openai_sdk_chat(server: ServerThread) -> None:
 
 def test_openai_sdk_stream(server: ServerThread) -> None:
     stream = sdk(server).chat.completions.create(
-        model="fake:small", messages=[{"role": "user", "content": "streamed via sdk"}], stream=True,
+        model="fake:small",
+        messages=[{"role": "user", "content": "streamed via sdk"}],
+        stream=True,
         stream_options={"include_usage": True},
     )
     pieces, usage = [], None
@@ -210,7 +255,9 @@ def test_openai_sdk_raises_when_a_stream_breaks_after_tokens(tmp_path: Path) -> 
     settings = settings_for(tmp_path, port=free_port())
     with ServerThread(create_app(make_router(fake), settings), settings) as running:
         client = openai.OpenAI(base_url=f"{running.url}/v1", api_key="unused", max_retries=0)
-        stream = client.chat.completions.create(model="fake:small", messages=[{"role": "user", "content": "x"}], stream=True)
+        stream = client.chat.completions.create(
+            model="fake:small", messages=[{"role": "user", "content": "x"}], stream=True
+        )
         seen = []
         with pytest.raises(openai.APIError, match="dropped"):
             for chunk in stream:

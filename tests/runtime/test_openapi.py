@@ -25,8 +25,15 @@ def refs(node: Any) -> list[str]:
     return []
 
 
-_TYPES = {"object": dict, "array": list, "string": str, "integer": int, "number": (int, float), "boolean": bool,
-          "null": type(None)}
+_TYPES = {
+    "object": dict,
+    "array": list,
+    "string": str,
+    "integer": int,
+    "number": (int, float),
+    "boolean": bool,
+    "null": type(None),
+}
 
 
 def check(doc: dict[str, Any], schema: dict[str, Any], value: Any, where: str = "$") -> None:
@@ -50,7 +57,9 @@ def check(doc: dict[str, Any], schema: dict[str, Any], value: Any, where: str = 
     kinds = schema.get("type")
     if kinds is not None:
         kinds = kinds if isinstance(kinds, list) else [kinds]
-        ok = any(isinstance(value, _TYPES[k]) and not (k in ("integer", "number") and isinstance(value, bool)) for k in kinds)
+        ok = any(
+            isinstance(value, _TYPES[k]) and not (k in ("integer", "number") and isinstance(value, bool)) for k in kinds
+        )
         assert ok, f"{where}: {value!r} is not {kinds}"
     if isinstance(value, dict):
         props = schema.get("properties", {})
@@ -113,7 +122,10 @@ def test_request_bodies_are_described_by_their_models() -> None:
     assert agent["properties"]["model"]["oneOf"][1] == {"$ref": "#/components/schemas/ModelRef"}
     config = resolve(doc, agent["properties"]["config"]["$ref"])
     assert {"fallbackModel", "fallbackModels", "systemPrompt", "historyTokenWindow"} <= set(config["properties"])
-    assert "text/event-stream" in doc["paths"]["/agents/{agentId}/sessions/{sessionId}/messages"]["post"]["responses"]["200"]["content"]
+    assert (
+        "text/event-stream"
+        in doc["paths"]["/agents/{agentId}/sessions/{sessionId}/messages"]["post"]["responses"]["200"]["content"]
+    )
 
 
 async def test_served_document_and_docs_page(client: httpx.AsyncClient) -> None:
@@ -129,8 +141,15 @@ async def test_served_document_and_docs_page(client: httpx.AsyncClient) -> None:
 @pytest.fixture
 async def flow(client: httpx.AsyncClient) -> dict[str, httpx.Response]:
     out: dict[str, httpx.Response] = {}
-    out["Agent"] = await client.post("/agents", json={"name": "a", "model": "fast", "tools": [{"name": "t"}],
-                                                      "config": {"fallbackModel": "fake:big", "systemPrompt": "s"}})
+    out["Agent"] = await client.post(
+        "/agents",
+        json={
+            "name": "a",
+            "model": "fast",
+            "tools": [{"name": "t"}],
+            "config": {"fallbackModel": "fake:big", "systemPrompt": "s"},
+        },
+    )
     aid = out["Agent"].json()["agentId"]
     out["AgentPage"] = await client.get("/agents")
     out["Session"] = await client.post(f"/agents/{aid}/sessions", json={"userId": "u", "metadata": {"k": [1]}})
@@ -140,7 +159,9 @@ async def flow(client: httpx.AsyncClient) -> dict[str, httpx.Response]:
     out["MessagePage"] = await client.get(f"/agents/{aid}/sessions/{sid}/messages")
     out["Health"] = await client.get("/health")
     out["Ready"] = await client.get("/ready")
-    out["ChatCompletion"] = await client.post("/v1/chat/completions", json={"model": "fast", "messages": [{"role": "user", "content": "x"}]})
+    out["ChatCompletion"] = await client.post(
+        "/v1/chat/completions", json={"model": "fast", "messages": [{"role": "user", "content": "x"}]}
+    )
     out["EmbeddingList"] = await client.post("/v1/embeddings", json={"model": "fake:e", "input": "x"})
     out["ModelList"] = await client.get("/v1/models")
     out["Error"] = await client.get("/agents/nope")
@@ -149,8 +170,20 @@ async def flow(client: httpx.AsyncClient) -> dict[str, httpx.Response]:
 
 @pytest.mark.parametrize(
     "schema",
-    ["Agent", "AgentPage", "Session", "SessionPage", "Reply", "MessagePage", "Health", "Ready", "ChatCompletion",
-     "EmbeddingList", "ModelList", "Error"],
+    [
+        "Agent",
+        "AgentPage",
+        "Session",
+        "SessionPage",
+        "Reply",
+        "MessagePage",
+        "Health",
+        "Ready",
+        "ChatCompletion",
+        "EmbeddingList",
+        "ModelList",
+        "Error",
+    ],
 )
 def test_real_responses_match_their_schemas(flow: dict[str, httpx.Response], schema: str) -> None:
     doc = openapi_document()

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from runtime.support import EchoProvider, client_for, make_router, settings_for
-
 from polyroute.types import ChatRequest
+from runtime.support import EchoProvider, client_for, make_router, settings_for
 
 
 async def test_restart_reads_the_session_back(database_url: str, tmp_path: Path) -> None:
     settings = settings_for(tmp_path, databaseUrl=database_url, apiKeys=["pr-restart-key-1234"])
     auth = {"Authorization": "Bearer pr-restart-key-1234"}
     async with client_for(make_router(EchoProvider("fake")), settings, **auth) as client:
-        agent = (await client.post("/agents", json={"name": "a", "model": "fake:small", "config": {"systemPrompt": "s"}})).json()
+        agent = (
+            await client.post("/agents", json={"name": "a", "model": "fake:small", "config": {"systemPrompt": "s"}})
+        ).json()
         aid = agent["agentId"]
         session = (await client.post(f"/agents/{aid}/sessions", json={"userId": "u", "metadata": {"n": 1}})).json()
         url = f"/agents/{aid}/sessions/{session['sessionId']}"

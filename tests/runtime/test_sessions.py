@@ -35,13 +35,16 @@ async def test_an_empty_body_is_a_session_with_defaults(client: httpx.AsyncClien
 
 async def test_list_filters_by_user_and_pages(client: httpx.AsyncClient, agent_id: str) -> None:
     mine = [
-        (await client.post(f"/agents/{agent_id}/sessions", json={"userId": "alice"})).json()["sessionId"] for _ in range(3)
+        (await client.post(f"/agents/{agent_id}/sessions", json={"userId": "alice"})).json()["sessionId"]
+        for _ in range(3)
     ]
     await client.post(f"/agents/{agent_id}/sessions", json={"userId": "bob"})
     first = (await client.get(f"/agents/{agent_id}/sessions", params={"userId": "alice", "limit": "2"})).json()
     assert first["hasMore"] is True
     second = (
-        await client.get(f"/agents/{agent_id}/sessions", params={"userId": "alice", "limit": "2", "cursor": first["nextCursor"]})
+        await client.get(
+            f"/agents/{agent_id}/sessions", params={"userId": "alice", "limit": "2", "cursor": first["nextCursor"]}
+        )
     ).json()
     assert second["hasMore"] is False
     assert second["nextCursor"] is None
@@ -83,7 +86,9 @@ async def test_unknown_agent_or_session_is_404_naming_it(client: httpx.AsyncClie
     ("body", "path"),
     [({"userId": 7}, "userId"), ({"metadata": []}, "metadata"), ({"userId": ""}, "userId"), ({"user": "x"}, "user")],
 )
-async def test_invalid_session_bodies_are_422(client: httpx.AsyncClient, agent_id: str, body: object, path: str) -> None:
+async def test_invalid_session_bodies_are_422(
+    client: httpx.AsyncClient, agent_id: str, body: object, path: str
+) -> None:
     r = await client.post(f"/agents/{agent_id}/sessions", json=body)
     assert r.status_code == 422
     assert r.json()["error"]["details"]["errors"][0]["path"] == path

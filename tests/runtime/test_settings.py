@@ -52,7 +52,9 @@ def test_plain_database_urls_get_the_async_driver(given: str, expected: str) -> 
 
 def test_camel_and_snake_case_keys() -> None:
     a = ServerSettings.from_mapping({"maxBodyBytes": 10, "shutdownGraceSeconds": 1, "maxHistoryMessages": 5}, env={})
-    b = ServerSettings.from_mapping({"max_body_bytes": 10, "shutdown_grace_seconds": 1, "max_history_messages": 5}, env={})
+    b = ServerSettings.from_mapping(
+        {"max_body_bytes": 10, "shutdown_grace_seconds": 1, "max_history_messages": 5}, env={}
+    )
     assert a == b
 
 

@@ -10,11 +10,11 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from fakes.scripted import Step
-from runtime.support import EchoProvider, ServerThread, client_for, free_port, make_router, settings_for
 
+from fakes.scripted import Step
 from polyroute import errors
 from polyroute.runtime import create_app
+from runtime.support import EchoProvider, ServerThread, client_for, free_port, make_router, settings_for
 
 
 def parse_sse(text: str) -> list[tuple[str, Any]]:
@@ -41,15 +41,21 @@ async def _session(client: httpx.AsyncClient, **config: object) -> str:
         {"body": {"stream": True}},
     ],
 )
-async def test_stream_sends_one_event_per_token_then_the_stored_reply(client: httpx.AsyncClient, how: dict[str, Any]) -> None:
+async def test_stream_sends_one_event_per_token_then_the_stored_reply(
+    client: httpx.AsyncClient, how: dict[str, Any]
+) -> None:
     url = await _session(client)
     body = {"role": "user", "content": "stream a greeting", **how.get("body", {})}
     r = await client.post(f"{url}/messages", json=body, params=how.get("params"), headers=how.get("headers"))
     assert r.status_code == 200
     assert r.headers["content-type"].startswith("text/event-stream")
     events = parse_sse(r.text)
-    assert events[:-1] == [("token", {"delta": "echo:"}), ("token", {"delta": " stream"}), ("token", {"delta": " a"}),
-                           ("token", {"delta": " greeting"})]
+    assert events[:-1] == [
+        ("token", {"delta": "echo:"}),
+        ("token", {"delta": " stream"}),
+        ("token", {"delta": " a"}),
+        ("token", {"delta": " greeting"}),
+    ]
     name, final = events[-1]
     assert name == "end"
     assert final["content"] == "echo: stream a greeting"
@@ -58,19 +64,25 @@ async def test_stream_sends_one_event_per_token_then_the_stored_reply(client: ht
     assert final["provider"] == "fake"
     assert final["state"] == "active"
     stored = (await client.get(f"{url}/messages")).json()["data"]
-    assert [(m["role"], m["content"]) for m in stored] == [("user", "stream a greeting"), ("assistant", "echo: stream a greeting")]
+    assert [(m["role"], m["content"]) for m in stored] == [
+        ("user", "stream a greeting"),
+        ("assistant", "echo: stream a greeting"),
+    ]
     assert stored[1]["messageId"] == final["messageId"]
 
 
 async def test_stream_false_in_query_wins_over_accept(client: httpx.AsyncClient) -> None:
     url = await _session(client)
-    r = await client.post(f"{url}/messages", params={"stream": "false"}, headers={"Accept": "text/event-stream"},
-                          json={"content": "hi"})
+    r = await client.post(
+        f"{url}/messages", params={"stream": "false"}, headers={"Accept": "text/event-stream"}, json={"content": "hi"}
+    )
     assert r.headers["content-type"] == "application/json"
 
 
 async def test_failure_before_any_token_is_an_error_event_and_stores_the_user_message(tmp_path: Path) -> None:
-    fake = EchoProvider("fake", [Step(error=errors.RateLimitedError("slow down", retry_after=3, provider="fake", status=429))])
+    fake = EchoProvider(
+        "fake", [Step(error=errors.RateLimitedError("slow down", retry_after=3, provider="fake", status=429))]
+    )
     async with client_for(make_router(fake), settings_for(tmp_path)) as client:
         url = await _session(client)
         r = await client.post(f"{url}/messages?stream=true", json={"content": "hi"})

@@ -179,4 +179,4 @@ def main() -> None:
 
 
 # Commands that live in their own modules register themselves on ``app`` when imported.
-from polyroute.cli import status as _status  # noqa: E402, F401
+from polyroute.cli import check as _check, status as _status  # noqa: E402, F401

@@ -94,6 +94,8 @@ def build_policy(alias: str, cfg: AliasSettings) -> RoutingPolicy:
             output_price=d.output_price,
             rpm=d.rpm,
             tpm=d.tpm,
+            context_window=d.context_window,
+            max_output_tokens=d.max_output_tokens,
         )
         for d in cfg.deployments
     )

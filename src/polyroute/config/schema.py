@@ -75,6 +75,9 @@ class DeploymentSettings(_Section):
     output_price: float | None = Field(default=None, ge=0)
     rpm: int | None = Field(default=None, ge=1)
     tpm: int | None = Field(default=None, ge=1)
+    #: the model's known limits, in tokens (reported by ``polyroute check``)
+    context_window: int | None = Field(default=None, ge=1)
+    max_output_tokens: int | None = Field(default=None, ge=1)
 
 
 class HedgeSettings(_Section):

@@ -17,6 +17,7 @@ from polyroute import errors
 from polyroute.providers._http import assistant_reply, error_from_response, parse_retry_after
 from polyroute.types import (
     ChatRequest,
+    ChatResponse,
     ChatStreamEvent,
     ContentPart,
     FinishReason,
@@ -32,6 +33,7 @@ __all__ = [
     "ConverseStream",
     "bedrock_error",
     "converse_body",
+    "converse_reply",
     "finish_reason",
     "json_object",
     "tool_call",
@@ -259,11 +261,23 @@ def bedrock_error(
     *,
     headers: Mapping[str, str] | None = None,
 ) -> errors.ProviderError:
-    """The typed error for an AWS error type (``ThrottlingException``...) and its JSON ``{"message"}``."""
+    """The typed error for an AWS error type (``ThrottlingException``...) and its JSON ``{"message"}``.
+
+    ``status`` is None for an exception frame inside a stream; an unknown type there is a
+    ``StreamInterruptedError(provider_error)``, since no status says more.
+    """
     kind = error_type.partition(":")[0].strip().lower()
     known = _ERRORS.get(kind)
     if known is None:
-        return error_from_response(provider, model, status or 500, headers or {}, body)
+        if status is None:
+            return errors.StreamInterruptedError(
+                f"the provider reported {error_type or 'an error'} mid-stream",
+                kind="provider_error",
+                provider=provider,
+                model=model,
+                provider_message=body[:300].decode("utf-8", "replace") or None,
+            )
+        return error_from_response(provider, model, status, headers or {}, body)
     try:
         data = orjson.loads(body) if body else None
     except orjson.JSONDecodeError:
@@ -279,6 +293,37 @@ def bedrock_error(
     if cls in (errors.RateLimitedError, errors.ProviderUnavailableError):
         return cls(text, retry_after=parse_retry_after(headers or {}), **kw)
     return cls(text, **kw)
+
+
+def converse_reply(data: Any, provider: str, model: str, format_tool: str | None) -> ChatResponse:
+    """Our reply for a ``Converse`` answer; the format tool's input becomes the text."""
+    texts: list[str] = []
+    calls: list[ToolCall] = []
+    try:
+        for block in data["output"]["message"]["content"]:
+            if "text" in block:
+                texts.append(str(block["text"]))
+            elif "toolUse" in block:
+                use = block["toolUse"]
+                arguments = use.get("input")
+                raw = orjson.dumps(arguments).decode()
+                if use.get("name") == format_tool and isinstance(arguments, dict):
+                    texts.append(raw)
+                    continue
+                call = tool_call(
+                    use.get("toolUseId"), use.get("name"), raw, arguments if isinstance(arguments, dict) else None
+                )
+                if call is None:
+                    raise TypeError
+                calls.append(call)
+    except (KeyError, TypeError, AttributeError):
+        raise errors.ProviderUnavailableError(
+            "the provider's answer could not be read", provider=provider, model=model
+        ) from None
+    text = "".join(texts)
+    finish = finish_reason(data.get("stopReason"), calls, bool(text or calls), provider, model)
+    usage = usage_from(data.get("usage"))
+    return assistant_reply(provider, model, reply_id="", text=text, tool_calls=calls, finish=finish, usage=usage)
 
 
 class ConverseStream:
@@ -346,6 +391,11 @@ class ConverseStream:
         elif kind == "metadata":
             self.usage = usage_from(data.get("usage"))
         return []  # messageStart, and event types added after this was written
+
+    @property
+    def complete(self) -> bool:
+        """True once ``messageStop`` and then ``metadata`` (the last event AWS sends) have arrived."""
+        return self.stop_reason is not None and self.usage is not None
 
     def end(self) -> list[ChatStreamEvent]:
         text = "".join(self.text)

@@ -28,6 +28,7 @@ Choices made where the formats differ:
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from typing import Any
@@ -37,17 +38,10 @@ import httpx
 import orjson
 
 from polyroute import errors
-from polyroute.providers._converse import (
-    ConverseStream,
-    bedrock_error,
-    converse_body,
-    finish_reason,
-    tool_call,
-    usage_from,
-)
-from polyroute.providers._http import HTTPProvider, assistant_reply
+from polyroute.providers._converse import ConverseStream, bedrock_error, converse_body, converse_reply
+from polyroute.providers._http import HTTPProvider
 from polyroute.providers.base import CallLimits, Capabilities
-from polyroute.types import ChatRequest, ChatResponse, ChatStreamEvent, EmbeddingResponse, ToolCall
+from polyroute.types import ChatRequest, ChatResponse, ChatStreamEvent, EmbeddingResponse
 
 __all__ = ["BEDROCK_CAPABILITIES", "BedrockProvider", "default_base_url"]
 
@@ -73,6 +67,7 @@ class _SigV4(httpx.Auth):
     async def async_auth_flow(self, request: httpx.Request) -> AsyncGenerator[httpx.Request, httpx.Response]:
         from botocore.auth import SigV4Auth
         from botocore.awsrequest import AWSRequest
+        from botocore.credentials import RefreshableCredentials
 
         credentials = self._provider.credentials()
         if credentials is None:
@@ -85,7 +80,11 @@ class _SigV4(httpx.Auth):
             data=request.content,
             headers={"content-type": request.headers["content-type"]},
         )
-        SigV4Auth(credentials.get_frozen_credentials(), "bedrock", self._provider.region).add_auth(aws)
+        if isinstance(credentials, RefreshableCredentials):  # a refresh may call STS or read files
+            frozen = await asyncio.to_thread(credentials.get_frozen_credentials)
+        else:
+            frozen = credentials.get_frozen_credentials()
+        SigV4Auth(frozen, "bedrock", self._provider.region).add_auth(aws)
         for name in ("Authorization", "X-Amz-Date", "X-Amz-Security-Token"):
             if name in aws.headers:
                 request.headers[name] = aws.headers[name]
@@ -140,7 +139,12 @@ class BedrockProvider(HTTPProvider):
         return cls(name=name, environ=environ, **options)
 
     def credentials(self) -> Any:
-        """botocore credentials: the given keys, else (once) botocore's credential chain; None if none."""
+        """botocore credentials: the given keys, else (once) botocore's credential chain; None if none.
+
+        The chain reads ``AWS_*`` variables, the shared config and credentials files, SSO and
+        container or instance metadata, as the AWS SDKs do; pass ``credential_chain=False`` to
+        use only explicit keys (and never touch the files or the metadata endpoint).
+        """
         if not self._resolved:
             from botocore.credentials import Credentials
 
@@ -191,41 +195,7 @@ class BedrockProvider(HTTPProvider):
     async def chat(self, model: str, request: ChatRequest, limits: CallLimits) -> ChatResponse:
         body, format_tool = self._body(model, request)
         data = await self.post_json(self._path(model, "converse"), body, model, limits)
-        try:
-            blocks = data["output"]["message"]["content"]
-            texts: list[str] = []
-            calls: list[ToolCall] = []
-            for block in blocks:
-                if "text" in block:
-                    texts.append(str(block["text"]))
-                elif "toolUse" in block:
-                    use = block["toolUse"]
-                    arguments = use.get("input")
-                    raw = orjson.dumps(arguments).decode()
-                    if use.get("name") == format_tool and isinstance(arguments, dict):
-                        texts.append(raw)
-                        continue
-                    call = tool_call(
-                        use.get("toolUseId"), use.get("name"), raw, arguments if isinstance(arguments, dict) else None
-                    )
-                    if call is None:
-                        raise TypeError
-                    calls.append(call)
-        except (KeyError, TypeError, AttributeError):
-            raise errors.ProviderUnavailableError(
-                "the provider's answer could not be read", provider=self.name, model=model
-            ) from None
-        text = "".join(texts)
-        finish = finish_reason(data.get("stopReason"), calls, bool(text or calls), self.name, model)
-        return assistant_reply(
-            self.name,
-            model,
-            reply_id="",
-            text=text,
-            tool_calls=calls,
-            finish=finish,
-            usage=usage_from(data.get("usage")),
-        )
+        return converse_reply(data, self.name, model, format_tool)
 
     async def stream(self, model: str, request: ChatRequest, limits: CallLimits) -> AsyncIterator[ChatStreamEvent]:
         from botocore.eventstream import EventStreamBuffer, ParserError
@@ -243,6 +213,8 @@ class BedrockProvider(HTTPProvider):
                 for message in messages:
                     for event in self._event(parser, message.headers, message.payload, model):
                         yield event
+                if parser.complete:  # metadata, the last event, has arrived
+                    break
         if parser.stop_reason is None:
             raise errors.StreamInterruptedError(
                 "the stream ended before messageStop", kind="truncated", provider=self.name, model=model
@@ -255,8 +227,7 @@ class BedrockProvider(HTTPProvider):
     ) -> list[ChatStreamEvent]:
         kind = headers.get(":message-type")
         if kind == "exception":
-            exc = bedrock_error(self.name, model, None, str(headers.get(":exception-type") or ""), payload)
-            raise exc
+            raise bedrock_error(self.name, model, None, str(headers.get(":exception-type") or ""), payload)
         if kind == "error":
             message = str(headers.get(":error-message") or headers.get(":error-code") or "stream error")
             raise errors.StreamInterruptedError(

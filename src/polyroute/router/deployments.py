@@ -129,20 +129,42 @@ class DeploymentState:
 
 
 class DeploymentTable:
-    """Deployment states by (provider registration name, model id), created on first use."""
+    """Deployment states by (provider registration name, model id), created on first use.
 
-    __slots__ = ("_states", "breaker", "clock")
+    Callers may name any model id, so the table is bounded: past ``max_size`` entries the
+    oldest idle ones with nothing to remember (closed circuit, no configured limits or
+    prices) are forgotten.
+    """
 
-    def __init__(self, breaker: BreakerSettings | None, clock: Callable[[], float]) -> None:
+    __slots__ = ("_states", "breaker", "clock", "max_size")
+
+    def __init__(self, breaker: BreakerSettings | None, clock: Callable[[], float], *, max_size: int = 4096) -> None:
         self.breaker = breaker
         self.clock = clock
+        self.max_size = max_size
         self._states: dict[tuple[str, str], DeploymentState] = {}
 
     def get(self, provider: str, model: str) -> DeploymentState:
         state = self._states.get((provider, model))
         if state is None:
+            if len(self._states) >= self.max_size:
+                self._evict()
             state = self._states[(provider, model)] = DeploymentState(provider, model, self.breaker)
         return state
+
+    def _evict(self) -> None:
+        idle = [
+            key
+            for key, s in self._states.items()
+            if s.in_flight == 0
+            and s.breaker.state == "closed"
+            and s.rpm is None
+            and s.tpm is None
+            and s.input_price is None
+            and s.output_price is None
+        ]
+        for key in idle[: max(1, len(self._states) // 4)]:
+            del self._states[key]
 
     def peek(self, provider: str, model: str) -> DeploymentState | None:
         return self._states.get((provider, model))

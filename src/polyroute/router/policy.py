@@ -35,6 +35,9 @@ class Deployment:
     #: requests and tokens per minute we allow ourselves to send (None: no limit)
     rpm: int | None = None
     tpm: int | None = None
+    #: the model's known limits, in tokens (reported by ``polyroute check``)
+    context_window: int | None = None
+    max_output_tokens: int | None = None
 
     def __post_init__(self) -> None:
         if self.weight < 0 or not math.isfinite(self.weight):

@@ -194,16 +194,17 @@ class Router:
         fallbacks: Sequence[ModelSpec] = (),
         *,
         request: ChatRequest | EmbeddingRequest | None = None,
+        streaming: bool = False,
     ) -> list[ModelRef]:
         """The ordered candidates a call with this model and these fallbacks would try.
 
         Without ``request`` balanced groups are listed in configuration order; with it, in
-        the order the balancer would pick for that request right now.
+        the order the balancer would pick for that request right now (``streaming`` makes
+        ``lowest_latency`` rank by time to first token instead of total latency).
         """
         if request is None or not self._balanced:
             return expand_chain(model, fallbacks, self.aliases)
         balancer = self._balancer
-        streaming = isinstance(request, ChatRequest) and bool(request.metadata.get("_stream"))
         session = request.metadata.get("session_id") if isinstance(request, ChatRequest) else None
         prompt = _prompt_tokens(request) if self._need_tokens else 0
         output = request.max_tokens if isinstance(request, ChatRequest) else 1
@@ -304,10 +305,10 @@ class Router:
             budget = self._budgets[policy.name] = HedgeBudget(policy.hedge.budget, policy.hedge.burst)
         return budget
 
-    def _plan(self, request: ChatRequest | EmbeddingRequest) -> CallPlan:
+    def _plan(self, request: ChatRequest | EmbeddingRequest, *, streaming: bool = False) -> CallPlan:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + (request.timeout or self.timeout)
-        chain = self.candidates(request.model, request.fallbacks, request=request)
+        chain = self.candidates(request.model, request.fallbacks, request=request, streaming=streaming)
         tokens = _prompt_tokens(request) if self._need_tokens else 1
         if isinstance(request, ChatRequest) and self._need_tokens:
             tokens += request.max_tokens or 0
@@ -352,7 +353,7 @@ class Router:
         ends as if it were complete when it was not), unless the alias's policy asks to
         ``resume`` on the next candidate, which the attempts then record.
         """
-        async with contextlib.aclosing(stream_walk(self, self._plan(request), request)) as events:
+        async with contextlib.aclosing(stream_walk(self, self._plan(request, streaming=True), request)) as events:
             async for event in events:
                 yield event
 

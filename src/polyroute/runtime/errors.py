@@ -29,7 +29,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from polyroute import errors
-from polyroute.storage import SessionBusyError, SessionGoneError, StorageError
+from polyroute.storage import SessionBusyError, SessionGoneError, StorageBusyError, StorageError
 
 __all__ = [
     "ApiError",
@@ -147,6 +147,8 @@ def storage_api_error(exc: StorageError) -> ApiError:
         return ApiError(409, exc.code, str(exc), {}, _retry_after(exc.retry_after))
     if isinstance(exc, SessionGoneError):
         return ApiError(409, exc.code, str(exc))
+    if isinstance(exc, StorageBusyError):
+        return ApiError(429, exc.code, str(exc), {}, _retry_after(exc.retry_after))
     return ApiError(500, exc.code, "a storage error occurred")
 
 

@@ -24,6 +24,7 @@ from starlette.responses import Response
 from polyroute import errors
 from polyroute.runtime.body import invalid_field, read_json, validate
 from polyroute.runtime.errors import ApiError, api_error_from
+from polyroute.runtime.health import provider_status
 from polyroute.runtime.openai_mapping import (
     ChatCompletionBody,
     ChunkWriter,
@@ -75,6 +76,13 @@ async def _stream(runtime: Runtime, chat: ChatRequest, writer: ChunkWriter) -> R
 
     async def produce(pump: Pump) -> None:
         started = False
+
+        def report(api: ApiError) -> None:
+            if started:
+                pump.send(ChunkWriter.error(api.body()))
+            else:
+                pump.fail(api)
+
         try:
             async with aclosing(runtime.router.stream(chat)) as events:
                 async for ev in events:
@@ -92,18 +100,13 @@ async def _stream(runtime: Runtime, chat: ChatRequest, writer: ChunkWriter) -> R
                             pump.send(writer.usage(ev.response.usage))
                         pump.send(ChunkWriter.DONE)
         except errors.PolyrouteError as exc:
-            api = api_error_from(exc)
-            if not started:
-                pump.fail(api)
-            else:
-                pump.send(ChunkWriter.error(api.body()))
+            report(api_error_from(exc))
         except asyncio.CancelledError:
             if runtime.closing:
-                api = ApiError(503, "server_shutting_down", "the server is shutting down; the reply was cut short")
-                if not started:
-                    pump.fail(api)
-                else:
-                    pump.send(ChunkWriter.error(api.body()))
+                report(ApiError(503, "server_shutting_down", "the server is shutting down; the reply was cut short"))
+            raise
+        except Exception:  # a bug must still end the stream the documented way (and is logged by the runtime)
+            report(ApiError(500, "internal_error", "internal server error"))
             raise
 
     pump.start(runtime, produce)
@@ -146,7 +149,9 @@ def _models(runtime: Runtime) -> list[dict[str, Any]]:
 
 
 async def list_models(request: Request) -> Response:
-    return JSONResponse({"object": "list", "data": _models(runtime_of(request))})
+    """OpenAI's model list, plus (a polyroute extension the SDKs ignore) each provider's status."""
+    runtime = runtime_of(request)
+    return JSONResponse({"object": "list", "data": _models(runtime), "providers": provider_status(runtime)})
 
 
 async def get_model(request: Request) -> Response:

@@ -32,7 +32,13 @@ def _ref(name: str) -> dict[str, str]:
 
 
 def _obj(props: dict[str, Any], required: list[str] | None = None, **extra: Any) -> dict[str, Any]:
-    return {"type": "object", "properties": props, "required": required or list(props), "additionalProperties": False, **extra}
+    return {
+        "type": "object",
+        "properties": props,
+        "required": required or list(props),
+        "additionalProperties": False,
+        **extra,
+    }
 
 
 _S = {"type": "string"}
@@ -74,21 +80,22 @@ _MESSAGE_PROPS: dict[str, Any] = {
 RESPONSE_SCHEMAS: dict[str, dict[str, Any]] = {
     "Error": _obj({"error": _obj({"code": _S, "message": _S, "details": _ANY_OBJ})}),
     "Health": _obj({"status": {"const": "ok"}}),
+    "ProviderStatus": {
+        "type": "object",
+        "additionalProperties": _obj(
+            {
+                "status": {"enum": ["available", "not_configured", "disabled"]},
+                "missingEnvVar": _S,
+                "capabilities": {"type": "object", "additionalProperties": {"type": "boolean"}},
+            },
+            ["status"],
+        ),
+    },
     "Ready": _obj(
         {
             "status": {"enum": ["ready", "not_ready"]},
             "database": _obj({"backend": _S, "status": {"enum": ["ok", "unavailable"]}}),
-            "providers": {
-                "type": "object",
-                "additionalProperties": _obj(
-                    {
-                        "status": {"enum": ["available", "not_configured", "disabled"]},
-                        "missingEnvVar": _S,
-                        "capabilities": {"type": "object", "additionalProperties": {"type": "boolean"}},
-                    },
-                    ["status"],
-                ),
-            },
+            "providers": _ref("ProviderStatus"),
         }
     ),
     "Agent": _obj(
@@ -159,7 +166,14 @@ RESPONSE_SCHEMAS: dict[str, dict[str, Any]] = {
         ["id", "object", "owned_by"],
         additionalProperties=True,
     ),
-    "ModelList": _obj({"object": {"const": "list"}, "data": {"type": "array", "items": _ref("Model")}}),
+    "ModelList": _obj(
+        {
+            "object": {"const": "list"},
+            "data": {"type": "array", "items": _ref("Model")},
+            "providers": _ref("ProviderStatus"),
+        },
+        ["object", "data"],
+    ),
 }
 
 _SSE_DOC = (
@@ -298,7 +312,7 @@ def _docs_html() -> str:
         f"<h1>polyroute API <small>{__version__}</small></h1>"
         "<p>The machine-readable description is <a href='/openapi.json'>/openapi.json</a> (OpenAPI 3.1). "
         "Send the API key as <code>Authorization: Bearer &lt;key&gt;</code> or <code>X-API-Key</code>. "
-        "Errors are <code>{\"error\": {\"code\", \"message\", \"details\"}}</code>.</p>"
+        'Errors are <code>{"error": {"code", "message", "details"}}</code>.</p>'
         f"<p>{html.escape(_SSE_DOC)}</p>"
         "<table><tr><th>method</th><th>path</th><th>what</th><th>body</th><th>success</th></tr>"
         + "".join(rows)

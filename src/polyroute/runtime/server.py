@@ -9,6 +9,7 @@ with an ``error`` event and store what they have, while ordinary requests in fli
 from __future__ import annotations
 
 import logging
+import math
 import socket
 from collections.abc import Sequence
 from importlib.util import find_spec
@@ -57,7 +58,7 @@ def build_server(app: Starlette, settings: ServerSettings) -> uvicorn.Server:
         loop="uvloop" if find_spec("uvloop") else "asyncio",
         http="httptools" if find_spec("httptools") else "h11",
         lifespan="on",
-        timeout_graceful_shutdown=int(settings.shutdown_grace_seconds) or None,
+        timeout_graceful_shutdown=math.ceil(settings.shutdown_grace_seconds),
         log_level=settings.log_level,
         server_header=False,
         proxy_headers=False,

@@ -55,12 +55,23 @@ class Runtime:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._reap)
         if stream:
             self._streams.add(task)
             task.add_done_callback(self._streams.discard)
         if self.closing and stream:
             task.cancel()
         return task
+
+    def _reap(self, task: asyncio.Task[Any]) -> None:
+        """Retrieve a failed task's exception ourselves: asyncio would log it with a traceback."""
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            logger.error(
+                "background task failed: %s", type(exc).__name__, exc_info=exc if self.settings.debug else None
+            )
 
     def begin_shutdown(self) -> None:
         """Stop open streams (each ends with an ``error`` event and stores what it has)."""

@@ -22,6 +22,7 @@ from polyroute.storage.records import (
     SessionBusyError,
     SessionGoneError,
     SessionRecord,
+    StorageBusyError,
     StorageError,
     Turn,
 )
@@ -36,6 +37,7 @@ __all__ = [
     "SessionGoneError",
     "SessionLocks",
     "SessionRecord",
+    "StorageBusyError",
     "StorageError",
     "Store",
     "Turn",

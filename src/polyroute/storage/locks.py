@@ -34,7 +34,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from polyroute.storage.engine import create_engine, is_postgres
-from polyroute.storage.records import SessionBusyError
+from polyroute.storage.records import SessionBusyError, StorageBusyError
 
 __all__ = ["SessionLocks", "advisory_key"]
 
@@ -120,7 +120,7 @@ class SessionLocks:
         try:
             conn = await engine.connect()
         except sa_exc.TimeoutError:
-            raise SessionBusyError("too many sessions are being answered at once", retry_after=1.0) from None
+            raise StorageBusyError("too many sessions are being answered at once", retry_after=1.0) from None
         try:
             await self._lock(conn, key)
         except BaseException:

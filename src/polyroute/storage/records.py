@@ -19,6 +19,7 @@ __all__ = [
     "SessionGoneError",
     "SessionRecord",
     "SessionState",
+    "StorageBusyError",
     "StorageError",
     "utc",
 ]
@@ -110,6 +111,16 @@ class SessionBusyError(StorageError):
     """The session's lock could not be taken in time: another message is still being answered."""
 
     code = "session_busy"
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class StorageBusyError(StorageError):
+    """Every connection set aside for session locks is in use: too many sessions are busy at once."""
+
+    code = "too_many_active_sessions"
 
     def __init__(self, message: str, *, retry_after: float | None = None) -> None:
         super().__init__(message)
