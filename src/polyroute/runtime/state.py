@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Coroutine, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from starlette.requests import Request
 
@@ -22,6 +22,8 @@ from polyroute.storage import Database, SessionLocks, Store
 __all__ = ["Runtime", "runtime_of"]
 
 logger = logging.getLogger("polyroute.runtime")
+
+T = TypeVar("T")
 
 
 class Runtime:
@@ -50,7 +52,7 @@ class Runtime:
     def locks(self) -> SessionLocks:
         return self.database.locks
 
-    def spawn(self, coro: Coroutine[Any, Any, None], *, stream: bool = False) -> asyncio.Task[None]:
+    def spawn(self, coro: Coroutine[Any, Any, T], *, stream: bool = False) -> asyncio.Task[T]:
         """Run ``coro`` as a tracked task; ``stream`` tasks are cancelled when shutdown begins."""
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)

@@ -28,6 +28,7 @@ from polyroute.runtime.sse import Pump, event
 from polyroute.runtime.state import Runtime
 from polyroute.runtime.views import message_json
 from polyroute.storage import AgentRecord, NewMessage, StorageError, Turn
+from polyroute.storage.records import SessionState
 from polyroute.storage.schema import new_id
 from polyroute.types import ChatRequest, ChatResponse, Message, ToolCall
 
@@ -97,9 +98,26 @@ def turn_headers(provider: str | None, attempts: Sequence[Any]) -> dict[str, str
     return {"x-polyroute-provider": provider or "", "x-polyroute-attempts": str(len(attempts))}
 
 
+async def _persist(
+    runtime: Runtime, session_id: str, rows: list[NewMessage], *, state: SessionState, error: dict[str, Any] | None
+) -> Turn:
+    """Store a turn even if the request is cancelled meanwhile (a client leaving at the last moment).
+
+    The write runs as its own tracked task behind :func:`asyncio.shield`; if the caller is
+    cancelled it still waits for the write, so the session lock is not released before the
+    turn is on disk (the next turn must see it in its history).
+    """
+    task = runtime.spawn(runtime.store.record_turn(session_id, rows, state=state, last_error=error))
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await asyncio.wait([task])
+        raise
+
+
 async def _record_failure(runtime: Runtime, session_id: str, inbound: Sequence[Message], api: ApiError) -> None:
     body = api.body()["error"]
-    turn = await runtime.store.record_turn(session_id, _user_rows(inbound, error=body), state="error", last_error=body)
+    turn = await _persist(runtime, session_id, _user_rows(inbound, error=body), state="error", error=body)
     api.details["sessionState"] = "error"
     api.details["userMessageIds"] = [m.id for m in turn.messages]
 
@@ -114,8 +132,8 @@ async def run_turn(runtime: Runtime, agent: AgentRecord, session_id: str, inboun
             api = api_error_from(exc)
             await _record_failure(runtime, session_id, inbound, api)
             raise api from None
-        return await runtime.store.record_turn(
-            session_id, [*_user_rows(inbound), _reply_row(response)], state="active", last_error=None
+        return await _persist(
+            runtime, session_id, [*_user_rows(inbound), _reply_row(response)], state="active", error=None
         )
 
 
@@ -178,8 +196,8 @@ async def _stream(
             failure = ApiError(499, "client_disconnected", "the client disconnected; the reply was cut short")
 
     if response is not None:
-        turn = await runtime.store.record_turn(
-            session_id, [*_user_rows(inbound), _reply_row(response)], state="active", last_error=None
+        turn = await _persist(
+            runtime, session_id, [*_user_rows(inbound), _reply_row(response)], state="active", error=None
         )
         pump.send(event("end", reply_json(turn)))
         return
@@ -195,9 +213,7 @@ async def _stream(
             status="incomplete",
             error=body,
         )
-        turn = await runtime.store.record_turn(
-            session_id, [*_user_rows(inbound), partial], state="error", last_error=body
-        )
+        turn = await _persist(runtime, session_id, [*_user_rows(inbound), partial], state="error", error=body)
         failure.details["incompleteMessageId"] = partial.id
         failure.details["userMessageIds"] = [m.id for m in turn.messages[:-1]]
         failure.details["sessionState"] = "error"

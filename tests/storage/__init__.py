@@ -1,0 +1,1 @@
+"""Tests of polyroute.storage (a package, so test module names never clash with other folders)."""
