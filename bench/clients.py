@@ -61,10 +61,15 @@ def _httpx_calls(base_url: str, model: str, prompt: str) -> dict[str, Call]:
             "stream_options": {"include_usage": True},
         }
         first: int | None = None
+        done = False
         buf = b""
         async with client.stream("POST", "/chat/completions", content=orjson.dumps(body), headers=stream_headers) as r:
             r.raise_for_status()
+            # Read to the end of the body, past [DONE]: leaving early makes httpx close the
+            # connection instead of returning it to the pool.
             async for piece in r.aiter_bytes():
+                if done:
+                    continue
                 buf += piece
                 *events, buf = buf.split(b"\n\n")
                 for event in events:
@@ -72,13 +77,14 @@ def _httpx_calls(base_url: str, model: str, prompt: str) -> dict[str, Call]:
                         continue
                     data = event[6:]
                     if data == b"[DONE]":
-                        if first is None:
-                            raise RuntimeError("stream ended with no token")
-                        return first
+                        done = True
+                        break
                     choices = orjson.loads(data)["choices"]
                     if choices and choices[0]["delta"].get("content") and first is None:
                         first = time.perf_counter_ns()
-        raise RuntimeError("stream ended before [DONE]")
+        if not done or first is None:
+            raise RuntimeError("stream ended before [DONE] or with no token")
+        return first
 
     return {"chat": chat, "stream": stream}
 

@@ -47,6 +47,10 @@ _MODELS_BODY = orjson.dumps(
 DEFAULT_TOKENS = 16
 DEFAULT_DELAY_MS = 0.0
 
+#: connections accepted and requests answered since start, served at ``GET /stats`` so a
+#: benchmark can tell whether a client reuses its connections
+STATS = {"connections": 0, "requests": 0}
+
 
 def shape(model: str) -> tuple[int, float]:
     """(tokens, delay in seconds) for a model name; see the module docstring."""
@@ -147,6 +151,7 @@ class UpstreamProtocol(asyncio.Protocol):
     # asyncio callbacks
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast("asyncio.Transport", transport)
+        STATS["connections"] += 1
         sock = transport.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -174,6 +179,7 @@ class UpstreamProtocol(asyncio.Protocol):
         self._body.append(body)
 
     def on_message_complete(self) -> None:
+        STATS["requests"] += 1
         keep = self._parser.should_keep_alive()
         conn = _KEEP if keep else _CLOSE
         path = self._url.split(b"?", 1)[0]
@@ -182,6 +188,9 @@ class UpstreamProtocol(asyncio.Protocol):
             self._chat(b"".join(self._body), conn, keep)
         elif method == b"GET" and path.endswith(b"/models"):
             self._send(_HEAD_JSON % (len(_MODELS_BODY), conn) + _MODELS_BODY, keep)
+        elif method == b"GET" and path.endswith(b"/stats"):
+            body = orjson.dumps(STATS)
+            self._send(_HEAD_JSON % (len(body), conn) + body, keep)
         elif method == b"GET" and path in (b"/health", b"/"):
             self._send(_HEAD_JSON % (2, conn) + b"{}", keep)
         else:
