@@ -105,6 +105,7 @@ def summarise(collapsed: Path, top: int = 25) -> str:
     by_pkg: Counter[str] = Counter()
     polyroute_incl: Counter[str] = Counter()
     total = 0
+    other_threads = 0
     for line in collapsed.read_text().splitlines():
         stack, _, count_s = line.rpartition(" ")
         if not stack or not count_s.isdigit():
@@ -115,6 +116,11 @@ def summarise(collapsed: Path, top: int = 25) -> str:
         # skip the process/thread header frames py-spy may add
         parsed = [p for p in parsed if p[1]]
         if not parsed:
+            continue
+        if parsed[0][0].startswith("_bootstrap ("):
+            # a worker thread (aiosqlite's, a thread pool's): mostly blocked waiting, which py-spy
+            # cannot always tell from running; the event loop's thread is what serves requests
+            other_threads += count
             continue
         total += count
         leaf_name, leaf_file = parsed[-1]
@@ -136,7 +142,7 @@ def summarise(collapsed: Path, top: int = 25) -> str:
         return "\n".join(rows) + "\n"
 
     return (
-        f"{total} samples\n\n"
+        f"{total} samples of the event loop's thread ({other_threads} of other threads left out)\n\n"
         + table("share of samples by package of the innermost frame", by_pkg)
         + "\n"
         + table("top self time (innermost frame)", self_time)

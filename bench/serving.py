@@ -131,6 +131,7 @@ def _profile(target: Target, cfg: HttpConfig, progress: Callable[[str], None]) -
         req = _requests(target, endpoint, 16)
         if req is None:
             continue
+        loadgen.run_wrk(target.base, req, connections=16, duration=1, cpus=cfg.wrk_cpus)  # warm
         raw = cfg.profile_dir / f".profile-server-{endpoint}.collapsed"
         thread = profiling.record_during(target.child.pid, cfg.profile_seconds, raw)
         loadgen.run_wrk(target.base, req, connections=16, duration=cfg.profile_seconds + 1, cpus=cfg.wrk_cpus)

@@ -285,6 +285,8 @@ class Attempt:
     retry: int = 0
     waited: float = 0.0
     note: str | None = None
+    #: token counts of this attempt, when it answered (used to sum cost over attempts)
+    usage: Usage | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -298,6 +300,7 @@ class Attempt:
             "retry": self.retry,
             "waitedMs": round(self.waited * 1000, 3),
             "note": self.note,
+            "usage": self.usage.model_dump(by_alias=True) if self.usage is not None else None,
         }
 
 
@@ -329,6 +332,8 @@ class ChatResponse(_Model):
     model: str = ""
     latency: float = 0.0
     attempts: list[Attempt] = Field(default_factory=list)
+    #: USD for this call summed over its attempts, when the router has a price table
+    cost: float | None = None
 
     @property
     def text(self) -> str:
@@ -344,6 +349,7 @@ class EmbeddingResponse(_Model):
     model: str = ""
     latency: float = 0.0
     attempts: list[Attempt] = Field(default_factory=list)
+    cost: float | None = None
 
 
 StreamEventType = Literal["token", "tool_call", "usage", "end", "error"]

@@ -117,7 +117,7 @@ BEFORE: dict[str, tuple[Fault, type[errors.PolyrouteError]]] = {
     "truncated": (lambda w: Reply.sse(w.head()), errors.StreamInterruptedError),
     "malformed chunk": (lambda w: Reply.sse([*w.head(), w.malformed]), errors.StreamInterruptedError),
     "error event inside the stream": (lambda w: Reply.sse([*w.head(), w.error_event()]), errors.ProviderError),
-    "slow first token": (lambda w: Reply.sse([Pause(2.0), *w.head(), *tokens(w, 3), *w.tail()]), errors.TimeoutError),
+    "slow first token": (lambda w: Reply.sse([Pause(3.0), *w.head(), *tokens(w, 3), *w.tail()]), errors.TimeoutError),
 }
 AFTER: dict[str, tuple[Fault, type[errors.PolyrouteError]]] = {
     "disconnect": (lambda w: Reply.sse([*w.head(), *tokens(w, 2)], disconnect=True), errors.StreamInterruptedError),
@@ -127,7 +127,7 @@ AFTER: dict[str, tuple[Fault, type[errors.PolyrouteError]]] = {
         lambda w: Reply.sse([*w.head(), *tokens(w, 2), w.error_event()]),
         errors.ProviderError,
     ),
-    "stall mid-stream": (lambda w: Reply.sse([*w.head(), *tokens(w, 2), Pause(2.0), *w.tail()]), errors.TimeoutError),
+    "stall mid-stream": (lambda w: Reply.sse([*w.head(), *tokens(w, 2), Pause(3.0), *w.tail()]), errors.TimeoutError),
 }
 
 
@@ -142,7 +142,7 @@ async def stream_through(wire: Wire, reply: Callable[[], Reply]) -> tuple[list[C
     """
     seen: list[ChatStreamEvent] = []
     with FakeUpstream(lambda r: reply()) as up:
-        router = Router(timeout=10, first_token_timeout=0.5, idle_timeout=0.5)
+        router = Router(timeout=10, first_token_timeout=1.5, idle_timeout=1.5)
         router.register(wire.make(up.url), name="up")
         fallback = ScriptedProvider("b")
         router.register(fallback)

@@ -7,11 +7,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from runtime.support import EchoProvider, make_router, running, settings_for
 
 from polyroute.runtime import create_app
 from polyroute.runtime.turns import run_turn
 from polyroute.types import Message
+from runtime.support import EchoProvider, make_router, running, settings_for
 
 
 async def test_cancelling_the_request_during_the_write_still_stores_the_turn(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 
 from polyroute.config.schema import AliasSettings, ProviderSettings, Settings
 from polyroute.errors import ConfigError
+from polyroute.pricing import load_prices
 from polyroute.providers.base import Provider
 from polyroute.router import RetryPolicy, Router
 from polyroute.router.breaker import BreakerSettings
@@ -136,6 +137,7 @@ def build_router(settings: Settings, environ: Mapping[str, str] | None = None) -
         max_provider_concurrency=rs.max_provider_concurrency,
         retry=RetryPolicy(max_retries=rs.retries, max_attempts=rs.max_attempts, max_retry_after=rs.max_retry_after),
         aliases=settings.models,
+        prices=load_prices(settings) if settings.pricing else None,
         breaker=breaker,
     )
     for alias, alias_cfg in settings.routing.items():

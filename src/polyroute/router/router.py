@@ -21,7 +21,7 @@ import time
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from polyroute import errors
 from polyroute.providers.base import CallLimits, Provider
@@ -38,6 +38,7 @@ from polyroute.router.retry import RetryPolicy
 from polyroute.router.streaming import stream_walk
 from polyroute.router.walk import walk
 from polyroute.types import (
+    Attempt,
     ChatRequest,
     ChatResponse,
     ChatStreamEvent,
@@ -45,12 +46,19 @@ from polyroute.types import (
     EmbeddingResponse,
     ModelRef,
     ModelSpec,
+    Usage,
 )
 
 if TYPE_CHECKING:
     from polyroute.router.sync import SyncRouter
 
-__all__ = ["Registration", "Router"]
+__all__ = ["PriceBook", "Registration", "Router"]
+
+
+class PriceBook(Protocol):
+    """Anything that prices a call's usage (see :class:`polyroute.pricing.PriceTable`)."""
+
+    def cost_of(self, usage: Usage, provider: str, model: str) -> float | None: ...
 
 
 @dataclass(slots=True)
@@ -98,6 +106,7 @@ class Router:
         policies: Mapping[str, RoutingPolicy] | None = None,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
+        prices: PriceBook | None = None,
     ) -> None:
         if timeout <= 0:
             raise ValueError("timeout must be positive")
@@ -111,6 +120,8 @@ class Router:
         self.aliases: dict[str, list[ModelSpec]] = {k: list(v) for k, v in (aliases or {}).items()}
         self.limiter = Limiter(max_concurrency, "the router")
         self.clock = clock
+        #: prices per provider/model (e.g. :class:`polyroute.pricing.PriceTable`): fills ``cost``
+        self.prices = prices
         self.default_policy = dataclasses.replace(policy, name="") if policy is not None else DEFAULT_POLICY
         self.policies: dict[str, RoutingPolicy] = {}
         self.deployments = DeploymentTable(breaker, clock)
@@ -230,6 +241,26 @@ class Router:
         if isinstance(model, str):
             return self.policies.get(model.strip(), self.default_policy)
         return self.default_policy
+
+    def finish(self, result: ChatResponse | EmbeddingResponse, attempts: list[Attempt], latency: float) -> None:
+        """Stamp a successful result with its latency, attempts, and cost summed over attempts."""
+        result.latency = latency
+        result.attempts = attempts
+        for attempt in reversed(attempts):
+            if attempt.outcome in ("ok", "resumed") and attempt.usage is None:
+                attempt.usage = result.usage
+                break
+        if self.prices is not None:
+            total: float | None = 0.0
+            for attempt in attempts:
+                if attempt.usage is None:
+                    continue
+                cost = self.prices.cost_of(attempt.usage, attempt.provider, attempt.model)
+                if cost is None and (attempt.usage.prompt_tokens or attempt.usage.completion_tokens):
+                    total = None
+                    break
+                total = (total or 0.0) + (cost or 0.0)
+            result.cost = total
 
     def health(self) -> RouterHealth:
         """Every known deployment's breaker state, error rate, latency and load, right now."""

@@ -300,8 +300,7 @@ async def stream_walk(router: Router, plan: CallPlan, request: ChatRequest) -> A
                                 plan.succeeded(
                                     pick, loop.time() - run.started, outcome="resumed" if partial else "ok", note=note
                                 )
-                                event.response.latency = loop.time() - start
-                                event.response.attempts = plan.attempts
+                                router.finish(event.response, plan.attempts, loop.time() - start)
                                 event.attempts = plan.attempts
                             yield event
                     return

@@ -137,8 +137,7 @@ async def walk(router: Router, plan: CallPlan, call: Call[T]) -> T:
                         raced = await _race(router, plan, pick, call, delay=delay, budget=budget)
                         if raced is None:
                             break
-                        raced.latency = loop.time() - start
-                        raced.attempts = plan.attempts
+                        router.finish(raced, plan.attempts, loop.time() - start)
                         return raced
                 try:
                     result = await _attempt(router, pick, plan.deadline, call)
@@ -152,8 +151,7 @@ async def walk(router: Router, plan: CallPlan, call: Call[T]) -> T:
                         break
                     continue
                 plan.succeeded(pick, loop.time() - now)
-                result.latency = loop.time() - start
-                result.attempts = plan.attempts
+                router.finish(result, plan.attempts, loop.time() - start)
                 return result
     finally:
         router.limiter.release()

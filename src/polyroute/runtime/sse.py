@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from polyroute.runtime.errors import ApiError
     from polyroute.runtime.state import Runtime
 
-__all__ = ["SSE_HEADERS", "Pump", "data_line", "event", "wants_stream"]
+__all__ = ["SSE_HEADERS", "Pump", "event", "wants_stream"]
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "Connection": "keep-alive"}
 
@@ -35,11 +35,6 @@ SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "Connecti
 def event(name: str, data: Any) -> bytes:
     """One named event; ``data`` is JSON (orjson never emits a newline, so one data line)."""
     return b"event: " + name.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
-
-
-def data_line(data: Any) -> bytes:
-    """One unnamed event, the framing OpenAI's streams use."""
-    return b"data: " + (data if isinstance(data, bytes) else orjson.dumps(data)) + b"\n\n"
 
 
 def wants_stream(query: Mapping[str, str], accept: str | None) -> bool:
