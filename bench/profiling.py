@@ -117,7 +117,7 @@ def summarise(collapsed: Path, top: int = 25) -> str:
         parsed = [p for p in parsed if p[1]]
         if not parsed:
             continue
-        if parsed[0][0].startswith("_bootstrap ("):
+        if parsed[0][1].endswith("threading.py") and "_bootstrap" in parsed[0][0]:
             # a worker thread (aiosqlite's, a thread pool's): mostly blocked waiting, which py-spy
             # cannot always tell from running; the event loop's thread is what serves requests
             other_threads += count

@@ -94,7 +94,11 @@ def test_bad_json_is_a_400(upstream: procs.Child) -> None:
 
 def test_every_in_process_client_reads_the_upstream(upstream: procs.Child) -> None:
     async def go() -> dict[str, object]:
-        calls = {f"{s}.{k}": c for s in ("httpx", "polyroute") for k, c in build_calls(s, _url(upstream), "bench-t5-d0").items()}
+        calls = {
+            f"{s}.{k}": c
+            for s in ("httpx", "polyroute")
+            for k, c in build_calls(s, _url(upstream), "bench-t5-d0").items()
+        }
         return await run_variants(calls, sorted(calls), 3, 1) | await run_variants(calls, sorted(calls), 6, 3)
 
     result = asyncio.run(go())
@@ -134,7 +138,9 @@ def test_percentile_and_added() -> None:
 def test_targets_say_not_met_with_numbers() -> None:
     results = {
         "inprocess": {
-            "rows": [{"system": "polyroute", "kind": "chat", "concurrency": 1, "added": {"p50_us": 150.0, "p99_us": 1.0}}],
+            "rows": [
+                {"system": "polyroute", "kind": "chat", "concurrency": 1, "added": {"p50_us": 150.0, "p99_us": 1.0}}
+            ],
             "ratios": [
                 {
                     "kind": "chat",

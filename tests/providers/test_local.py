@@ -237,6 +237,17 @@ async def test_missing_model_file_is_not_configured(tmp_path: Path) -> None:
     assert (attempt.outcome, attempt.error) == ("skipped", "NotConfiguredError")
 
 
+@pytest.mark.llama
+@pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None, reason=f"needs llama-cpp-python ({INSTALL_HINT})")
+async def test_a_file_llama_cpp_cannot_load_is_not_configured(tmp_path: Path) -> None:
+    bogus = tmp_path / "bogus.gguf"
+    bogus.write_bytes(b"not a gguf file")
+    provider = LocalProvider(models={"bogus": bogus})
+    with pytest.raises(errors.NotConfiguredError, match="could not load") as info:
+        await provider.chat("bogus", ask("hi", max_tokens=4), LIMITS)
+    assert (info.value.provider, info.value.model) == ("local", "bogus")
+
+
 def test_resolve_aliases_paths_and_the_packaged_model(tmp_path: Path) -> None:
     gguf = tmp_path / "tiny.gguf"
     gguf.write_bytes(b"GGUF")

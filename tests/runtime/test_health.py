@@ -53,3 +53,26 @@ async def test_not_ready_when_the_database_is_down(tmp_path: Path) -> None:
         r = await client.get("/ready")
     assert r.status_code == 503
     assert r.json()["database"]["status"] == "unavailable"
+
+
+async def test_router_health_and_attempt_headers_show_the_failover(tmp_path: Path) -> None:
+    from fakes.scripted import Step
+    from polyroute import errors
+
+    down = EchoProvider("openai", [Step(error=errors.ProviderUnavailableError("down", status=503))])
+    router = make_router(down, EchoProvider("gemini"))
+    async with client_for(router, settings_for(tmp_path)) as client:
+        r = await client.post(
+            "/v1/chat/completions",
+            json={"model": "openai:gpt-4o-mini", "fallbacks": ["gemini:flash"], "messages": [{"role": "user", "content": "hi"}]},
+        )
+        assert r.status_code == 200, r.text
+        assert r.headers["x-polyroute-provider"] == "gemini"
+        assert r.headers["x-polyroute-attempts"] == (
+            "openai:gpt-4o-mini=error(ProviderUnavailableError 503), gemini:flash=ok"
+        )
+        health = await client.get("/v1/router/health")
+    assert health.status_code == 200
+    rows = {(d["provider"], d["model"]): d for d in health.json()["deployments"]}
+    assert rows[("openai", "gpt-4o-mini")]["failures"] == 1
+    assert rows[("gemini", "flash")]["state"] == "closed"

@@ -17,7 +17,7 @@ from starlette.responses import Response
 from polyroute.runtime.state import Runtime, runtime_of
 from polyroute.runtime.views import JSONResponse
 
-__all__ = ["health", "provider_status", "ready"]
+__all__ = ["health", "provider_status", "ready", "router_health"]
 
 logger = logging.getLogger("polyroute.runtime")
 
@@ -58,3 +58,8 @@ async def ready(request: Request) -> Response:
         ok = False
     body = {"status": "ready" if ok else "not_ready", "database": database, "providers": providers}
     return JSONResponse(body, status_code=200 if ok else 503)
+
+
+async def router_health(request: Request) -> Response:
+    """The router's live view of every deployment it has seen (breaker state, errors, latency)."""
+    return JSONResponse(runtime_of(request).router.health().to_dict())

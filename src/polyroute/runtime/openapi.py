@@ -132,13 +132,35 @@ RESPONSE_SCHEMAS: dict[str, dict[str, Any]] = {
         {
             "provider": _S,
             "model": _S,
-            "outcome": {"enum": ["ok", "error", "skipped"]},
+            "outcome": {"enum": ["ok", "error", "skipped", "cancelled", "resumed"]},
             "elapsedMs": {"type": "number"},
             "error": _S_NULL,
             "status": {"type": ["integer", "null"]},
             "message": _S_NULL,
             "retry": _INT,
             "waitedMs": {"type": "number"},
+            "note": _S_NULL,
+            "usage": {"oneOf": [_ref("UsageOut"), {"type": "null"}]},
+        }
+    ),
+    "RouterHealth": _open(
+        {
+            "healthy": {"type": "boolean"},
+            "inFlight": _INT,
+            "maxConcurrency": _INT,
+            "waiting": _INT,
+            "deployments": {
+                "type": "array",
+                "items": _open(
+                    {
+                        "provider": _S,
+                        "model": _S,
+                        "state": {"enum": ["closed", "open", "half_open", "auth_failed"]},
+                        "errorRate": {"type": "number"},
+                        "inFlight": _INT,
+                    }
+                ),
+            },
         }
     ),
     "Message": _obj(_MESSAGE_PROPS),

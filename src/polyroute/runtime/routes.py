@@ -205,6 +205,14 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     ),
     Endpoint(
         "GET",
+        "/v1/router/health",
+        health.router_health,
+        "Each deployment's circuit state, recent error rate, latency and in-flight count",
+        "health",
+        responses={200: ("the router's health snapshot", "RouterHealth")},
+    ),
+    Endpoint(
+        "GET",
         "/v1/models/{model}",
         openai_compat.get_model,
         "One model or alias",

@@ -94,8 +94,23 @@ def reply_json(turn: Turn) -> dict[str, Any]:
     }
 
 
+def _attempt_token(attempt: Any) -> str:
+    """``provider:model=outcome`` plus why, e.g. ``openai:gpt-4o-mini=error(ProviderUnavailableError 503)``."""
+    row: dict[str, Any] = attempt.to_dict() if hasattr(attempt, "to_dict") else attempt  # stored rows are dicts
+    why = " ".join(str(x) for x in (row.get("error"), row.get("status")) if x)
+    token = f"{row.get('provider')}:{row.get('model')}={row.get('outcome')}" + (f"({why})" if why else "")
+    if row.get("retry"):
+        token += f"[retry {row['retry']}]"
+    # header values must stay printable ASCII whatever a model id contains
+    return token.encode("ascii", "replace").decode().replace(",", ";")
+
+
 def turn_headers(provider: str | None, attempts: Sequence[Any]) -> dict[str, str]:
-    return {"x-polyroute-provider": provider or "", "x-polyroute-attempts": str(len(attempts))}
+    """Which provider answered, and every candidate tried or skipped on the way (in order)."""
+    return {
+        "x-polyroute-provider": provider or "",
+        "x-polyroute-attempts": ", ".join(_attempt_token(a) for a in attempts),
+    }
 
 
 async def _persist(
