@@ -295,9 +295,11 @@ class Router:
             )
         missing = reg.provider.missing_config()
         if missing:
+            # ``missing`` is usually an env var name; some providers give an instruction instead
+            is_var = missing.replace("_", "").isalnum() and missing.upper() == missing
             return errors.NotConfiguredError(
-                f"provider '{ref.provider}' is not configured: set {missing}",
-                env_var=missing,
+                f"provider '{ref.provider}' is not configured: {'set ' if is_var else ''}{missing}",
+                env_var=missing if is_var else None,
                 provider=ref.provider,
                 model=ref.model_id,
             )
