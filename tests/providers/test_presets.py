@@ -26,7 +26,7 @@ EXPECTED = {
     "siliconflow": ("https://api.siliconflow.cn/v1", "SILICONFLOW_API_KEY", "SILICONFLOW_BASE_URL", True),
     "modelscope": ("https://api-inference.modelscope.cn/v1", "MODELSCOPE_API_KEY", "MODELSCOPE_BASE_URL", True),
     "glm4": ("https://open.bigmodel.cn/api/paas/v4", "GLM4_API_KEY", "GLM4_BASE_URL", True),
-    "ollama": ("http://localhost:11434/v1", "OLLAMA_API_KEY", "OLLAMA_BASE_URL", False),
+    "ollama-openai": ("http://localhost:11434/v1", "OLLAMA_OPENAI_API_KEY", "OLLAMA_OPENAI_BASE_URL", False),
     "vllm": ("http://localhost:8000/v1", "VLLM_API_KEY", "VLLM_BASE_URL", False),
     "llamacpp": ("http://localhost:8080/v1", "LLAMACPP_API_KEY", "LLAMACPP_BASE_URL", False),
     "lmstudio": ("http://localhost:1234/v1", "LMSTUDIO_API_KEY", "LMSTUDIO_BASE_URL", False),
@@ -95,7 +95,7 @@ def test_capabilities_are_marked_per_service() -> None:
     assert not caps["deepseek"].vision
     assert caps["openai"].embeddings
     assert caps["mistral"].embeddings
-    assert caps["ollama"].embeddings
+    assert caps["ollama-openai"].embeddings
 
 
 def test_unknown_preset_is_a_config_error() -> None:
@@ -178,10 +178,10 @@ async def test_router_skips_embeddings_on_a_preset_without_them(upstream: FakeUp
     upstream.handler = OpenAIFake(api_key=None)
     async with Router(timeout=10.0) as router:
         router.register(preset("groq", api_key="gsk", base_url=f"{upstream.url}/v1"))
-        router.register(preset("ollama", base_url=f"{upstream.url}/v1"))
+        router.register(preset("ollama-openai", base_url=f"{upstream.url}/v1"))
         response = await router.embed(
-            EmbeddingRequest(model="groq:llama", fallbacks=["ollama:nomic-embed-text"], input=["a", "b"])
+            EmbeddingRequest(model="groq:llama", fallbacks=["ollama-openai:nomic-embed-text"], input=["a", "b"])
         )
-    assert (response.provider, len(response.vectors)) == ("ollama", 2)
-    assert [(a.provider, a.outcome) for a in response.attempts] == [("groq", "skipped"), ("ollama", "ok")]
+    assert (response.provider, len(response.vectors)) == ("ollama-openai", 2)
+    assert [(a.provider, a.outcome) for a in response.attempts] == [("groq", "skipped"), ("ollama-openai", "ok")]
     assert [r.path for r in upstream.requests] == ["/v1/embeddings"]

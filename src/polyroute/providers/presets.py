@@ -97,7 +97,7 @@ def _caps(*, embeddings: bool, vision: bool, tools: bool = True, json_output: bo
 
 def _hosted(name: str, base_url: str, capabilities: Capabilities, *more_keys: str, **kw: Any) -> Preset:
     """A preset whose variables follow ``<NAME>_API_KEY`` / ``<NAME>_BASE_URL``."""
-    prefix = name.upper()
+    prefix = name.upper().replace("-", "_")
     return Preset(name, base_url, (f"{prefix}_API_KEY", *more_keys), f"{prefix}_BASE_URL", capabilities, **kw)
 
 
@@ -169,7 +169,8 @@ _ALL = (
         "ZHIPUAI_API_KEY",
         docs="https://open.bigmodel.cn/dev/api",
     ),
-    _local("ollama", "http://localhost:11434/v1", "https://github.com/ollama/ollama/blob/main/docs/openai.md"),
+    # "ollama" is the native /api/chat provider (providers/ollama.py); this is Ollama's /v1 surface
+    _local("ollama-openai", "http://localhost:11434/v1", "https://github.com/ollama/ollama/blob/main/docs/openai.md"),
     _local("vllm", "http://localhost:8000/v1", "https://docs.vllm.ai/en/latest/serving/openai_compatible_server.html"),
     _local("llamacpp", "http://localhost:8080/v1", "https://github.com/ggml-org/llama.cpp/tree/master/tools/server"),
     _local("lmstudio", "http://localhost:1234/v1", "https://lmstudio.ai/docs/app/api/endpoints/openai"),
