@@ -14,7 +14,7 @@ validating constructor would cost more than the work it describes.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, Union
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -78,7 +78,7 @@ class ImagePart(_Model):
         return self
 
 
-ContentPart = Union[TextPart, ImagePart]
+ContentPart = TextPart | ImagePart
 
 
 class ToolCall(_Model):
@@ -150,7 +150,7 @@ class NamedToolChoice(_Model):
     name: str
 
 
-ToolChoice = Union[Literal["auto", "none", "required"], NamedToolChoice]
+ToolChoice = Literal["auto", "none", "required"] | NamedToolChoice
 
 
 class ResponseFormat(_Model):
@@ -201,7 +201,7 @@ class ModelRef(_Model):
         return f"{self.provider}:{self.model_id}"
 
 
-ModelSpec = Union[str, ModelRef]
+ModelSpec = str | ModelRef
 
 
 def _check_model_spec(value: Any) -> Any:
@@ -381,4 +381,4 @@ class ChatStreamEvent:
 
     @property
     def done(self) -> bool:
-        return self.type == "end" or self.type == "error"
+        return self.type in {"end", "error"}

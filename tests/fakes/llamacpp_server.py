@@ -52,7 +52,7 @@ def llamacpp_server(timeout: float = 120.0) -> Iterator[str]:
     assert model is not None
     port = free_port()
     # llama.cpp logs a lot while loading: a file, not a pipe nobody drains (which would block it)
-    log = tempfile.TemporaryFile()
+    log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in the finally below
     proc = subprocess.Popen(
         [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--host", "127.0.0.1",
          "--port", str(port), "--n_ctx", "2048", "--n_threads", str(os.cpu_count() or 2)],

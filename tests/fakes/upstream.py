@@ -13,7 +13,7 @@ import asyncio
 import threading
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 import h11
 import orjson
@@ -29,7 +29,7 @@ class Reply:
     status: int = 200
     headers: dict[str, str] = field(default_factory=dict)
     #: body pieces: bytes are written (one write + drain each), Pause sleeps
-    body: list[Union[bytes, Pause]] = field(default_factory=list)
+    body: list[bytes | Pause] = field(default_factory=list)
     #: stream with Transfer-Encoding: chunked (else Content-Length)
     chunked: bool = False
     #: close the socket after the body without ending the message (a dropped connection)
@@ -40,9 +40,9 @@ class Reply:
         return cls(status=status, headers={"content-type": "application/json", **(headers or {})}, body=[orjson.dumps(data)])
 
     @classmethod
-    def sse(cls, pieces: Iterable[Union[bytes, str, Pause]], *, status: int = 200, disconnect: bool = False,
+    def sse(cls, pieces: Iterable[bytes | str | Pause], *, status: int = 200, disconnect: bool = False,
             headers: dict[str, str] | None = None) -> Reply:
-        body: list[Union[bytes, Pause]] = [p.encode() if isinstance(p, str) else p for p in pieces]
+        body: list[bytes | Pause] = [p.encode() if isinstance(p, str) else p for p in pieces]
         return cls(status=status, headers={"content-type": "text/event-stream", **(headers or {})}, body=body,
                    chunked=True, disconnect=disconnect)
 
@@ -59,7 +59,7 @@ class Recorded:
         return orjson.loads(self.body)
 
 
-Handler = Callable[[Recorded], Union[Reply, Awaitable[Reply]]]
+Handler = Callable[[Recorded], Reply | Awaitable[Reply]]
 
 
 class FakeUpstream:

@@ -90,7 +90,8 @@ def chat(
                         sys.stdout.flush()
                     elif event.type == "end" and event.response is not None:
                         sys.stdout.write("\n")
-                        _footer(event.response.provider, event.response.model, event.response.latency, event.response.usage)
+                        reply = event.response
+                        _footer(reply.provider, reply.model, reply.latency, reply.usage)
             else:
                 response = await router.chat(request)
                 out.print(response.text, markup=False, highlight=False)
@@ -176,7 +177,3 @@ def serve(
 
 def main() -> None:
     app()
-
-
-# Commands that live in their own modules register themselves on ``app`` when imported.
-from polyroute.cli import check as _check, status as _status  # noqa: E402, F401

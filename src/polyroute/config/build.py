@@ -50,7 +50,9 @@ def _provider_class(kind: str, name: str, source: str) -> Any:
     return getattr(importlib.import_module(module_name), class_name)
 
 
-def build_provider(name: str, cfg: ProviderSettings, environ: Mapping[str, str], *, source: str = "<config>") -> Provider:
+def build_provider(
+    name: str, cfg: ProviderSettings, environ: Mapping[str, str], *, source: str = "<config>"
+) -> Provider:
     """Build one provider: explicit config values first, then the provider's env conventions.
 
     An empty value (``apiKey: ${OPENAI_API_KEY}`` with the variable unset) counts as "not
@@ -58,7 +60,8 @@ def build_provider(name: str, cfg: ProviderSettings, environ: Mapping[str, str],
     reports itself as not configured.
     """
     presets = _presets()
-    preset_name = cfg.preset or (name if cfg.kind in (None, "openai") and name in presets and name not in KINDS else None)
+    implied = cfg.kind in (None, "openai") and name in presets and name not in KINDS
+    preset_name = cfg.preset or (name if implied else None)
     kind = cfg.kind or ("openai" if preset_name else name)
     overrides: dict[str, Any] = dict(cfg.options)
     if cfg.headers:

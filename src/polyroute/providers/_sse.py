@@ -89,7 +89,6 @@ class SSEDecoder:
             elif name == b"id":
                 if b"\x00" not in value:
                     self._id = value.decode("utf-8", "replace")
-            elif name == b"retry":
-                if value.isdigit():
-                    self.retry = int(value)
+            elif name == b"retry" and value.isdigit():
+                self.retry = int(value)
         return events

@@ -75,7 +75,9 @@ class Provider(Protocol):
         """
         ...
 
-    async def embed(self, model: str, inputs: list[str], limits: CallLimits, *, dimensions: int | None = None) -> EmbeddingResponse:
+    async def embed(
+        self, model: str, inputs: list[str], limits: CallLimits, *, dimensions: int | None = None
+    ) -> EmbeddingResponse:
         """One vector per input, in input order."""
         ...
 
