@@ -53,6 +53,10 @@ def packaged_smollm2() -> Path | None:
     return Path(locations[0]) / SMOLLM2_FILE if locations else None
 
 
+#: how many generated pieces the worker thread may hold unread before it waits for the reader
+RUN_AHEAD = 8
+
+
 @dataclass(slots=True)
 class Stats:
     """Counters for observability (and tests): generations run, cancelled, tokens sampled."""
@@ -238,8 +242,15 @@ class LocalProvider:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[object] = asyncio.Queue()
         cancel = threading.Event()
+        # Backpressure: the thread may run at most RUN_AHEAD tokens ahead of the consumer, so a
+        # slow or departed reader stops generation instead of letting it burn the CPU unread.
+        window = threading.Semaphore(RUN_AHEAD)
 
         def emit(item: object) -> None:
+            if isinstance(item, str):
+                while not window.acquire(timeout=0.05):
+                    if cancel.is_set():
+                        return
             try:
                 loop.call_soon_threadsafe(queue.put_nowait, item)
             except RuntimeError:  # the loop is closed: nobody is listening any more
@@ -265,6 +276,8 @@ class LocalProvider:
         try:
             while True:
                 item = await queue.get()
+                if isinstance(item, str):
+                    window.release()
                 if isinstance(item, errors.PolyrouteError):
                     raise self._blame(item, self.name, model)
                 assert isinstance(item, (str, Done))
