@@ -200,7 +200,12 @@ def _aiohttp_calls(base_url: str, model: str, prompt: str) -> dict[str, Call]:
                     first = time.perf_counter_ns()
         raise RuntimeError("stream ended before [DONE]")
 
-    return {"chat": chat, "stream": stream}
+    async def close() -> int | None:
+        if session is not None:
+            await session.close()
+        return None
+
+    return {"chat": chat, "stream": stream, "close": close}
 
 
 _SYSTEMS: dict[str, Callable[[str, str, str], dict[str, Call]]] = {
@@ -214,5 +219,8 @@ SYSTEMS = tuple(_SYSTEMS)
 
 
 def build_calls(system: str, base_url: str, model: str, prompt: str = PROMPT) -> dict[str, Call]:
-    """``{"chat": call, "stream": call}`` for one system against ``base_url`` (ends in ``/v1``)."""
+    """``{"chat": call, "stream": call}`` for one system against ``base_url`` (ends in ``/v1``).
+
+    A system holding resources that need an orderly close adds a ``"close"`` entry.
+    """
     return _SYSTEMS[system](base_url, model, prompt)

@@ -106,6 +106,9 @@ async def _worker_main(system: str, base_url: str, model: str) -> None:
         cmd = orjson.loads(line)
         try:
             if cmd["cmd"] == "quit":
+                for name, call in calls.items():
+                    if name.endswith(".close"):
+                        await call()
                 return
             if cmd["cmd"] == "run":
                 answer: Any = await run_variants(calls, cmd["variants"], cmd["n"], cmd["concurrency"])

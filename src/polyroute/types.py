@@ -47,9 +47,14 @@ FinishReason = Literal["stop", "length", "tool_calls", "content_filter", "error"
 
 
 class _Model(BaseModel):
-    """Base for all public models: accept both snake_case and camelCase input."""
+    """Base for all public models: accept both snake_case and camelCase input.
 
-    model_config = ConfigDict(populate_by_name=True, extra="forbid", frozen=False)
+    Validators are built on first use (``defer_build``), which keeps ``import polyroute``
+    cheap for scripts; long-running servers call :func:`build_models` at start instead, so no
+    request pays for it.
+    """
+
+    model_config = ConfigDict(populate_by_name=True, extra="forbid", frozen=False, defer_build=True)
 
 
 # --------------------------------------------------------------------------- messages
@@ -322,7 +327,7 @@ class Usage(_Model):
 
 
 class ChatResponse(_Model):
-    model_config = ConfigDict(populate_by_name=True, arbitrary_types_allowed=True)
+    model_config = ConfigDict(populate_by_name=True, arbitrary_types_allowed=True, defer_build=True)
 
     id: str = ""
     message: Message
@@ -341,7 +346,7 @@ class ChatResponse(_Model):
 
 
 class EmbeddingResponse(_Model):
-    model_config = ConfigDict(populate_by_name=True, arbitrary_types_allowed=True)
+    model_config = ConfigDict(populate_by_name=True, arbitrary_types_allowed=True, defer_build=True)
 
     vectors: list[list[float]]
     usage: Usage = Field(default_factory=Usage)
@@ -382,3 +387,10 @@ class ChatStreamEvent:
     @property
     def done(self) -> bool:
         return self.type in {"end", "error"}
+
+
+def build_models() -> None:
+    """Build every public model's validator now rather than on its first use."""
+    for model in (TextPart, ImagePart, ToolCall, Message, Tool, NamedToolChoice, ResponseFormat, ModelRef,
+                  ChatRequest, EmbeddingRequest, Usage, ChatResponse, EmbeddingResponse):
+        model.model_rebuild(force=True)

@@ -28,6 +28,7 @@ from polyroute.runtime.openapi import docs_page, openapi_json
 from polyroute.runtime.routes import routes
 from polyroute.runtime.settings import ServerSettings
 from polyroute.runtime.state import Runtime
+from polyroute.types import build_models
 
 __all__ = ["create_app"]
 
@@ -40,6 +41,7 @@ def create_app(router: Router, settings: ServerSettings, *, disabled_providers: 
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        build_models()  # pay for validator construction now, not on the first request
         await runtime.start()
         logger.info(
             "storage ready (%s); auth %s",
