@@ -227,17 +227,24 @@ class StructuredOutputError(ProviderError):
         return {**super().details(), "problems": self.problems}
 
 
+def _describe(attempt: Attempt) -> str:
+    """``openai:gpt-4o-mini error ProviderUnavailableError HTTP 503 after 12 ms (why)``."""
+    status = f" HTTP {attempt.status}" if attempt.status else ""
+    text = f"{attempt.provider}:{attempt.model} {attempt.outcome} {attempt.error or ''}{status}".replace("  ", " ")
+    text += f" after {attempt.elapsed * 1000:.0f} ms"
+    if attempt.message:
+        why = attempt.message if len(attempt.message) <= 160 else attempt.message[:157] + "..."
+        text += f" ({why})"
+    return text
+
+
 class AllCandidatesFailedError(PolyrouteError):
     """Every candidate in the chain failed or was skipped; ``attempts`` lists each one."""
 
     code = "all_candidates_failed"
 
     def __init__(self, attempts: list[Attempt], last_error: PolyrouteError | None = None) -> None:
-        lines = "; ".join(
-            f"{a.provider}:{a.model} {a.outcome} {a.error or ''}"
-            f"{f' HTTP {a.status}' if a.status else ''} after {a.elapsed * 1000:.0f} ms".replace("  ", " ")
-            for a in attempts
-        )
+        lines = "; ".join(_describe(a) for a in attempts)
         super().__init__(f"all {len(attempts)} candidate attempts failed: {lines}")
         self.attempts = attempts
         self.last_error = last_error
