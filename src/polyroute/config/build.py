@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from polyroute.config.schema import AliasSettings, ProviderSettings, Settings
 from polyroute.errors import ConfigError
@@ -18,6 +18,9 @@ from polyroute.providers.base import Provider
 from polyroute.router import RetryPolicy, Router
 from polyroute.router.breaker import BreakerSettings
 from polyroute.router.policy import Deployment, HedgePolicy, RoutingPolicy
+
+if TYPE_CHECKING:
+    from polyroute.router.shared import SharedState
 
 __all__ = ["KINDS", "build_provider", "build_router", "disabled_providers"]
 
@@ -120,6 +123,18 @@ def disabled_providers(settings: Settings) -> list[str]:
     return [name for name, cfg in settings.providers.items() if not cfg.enabled]
 
 
+def _shared_state(url: str | None, source: str) -> SharedState | None:
+    """Redis-backed limits and circuits when a URL is configured (redis is imported only then)."""
+    if not url:
+        return None
+    from polyroute.router.shared import SharedState
+
+    try:
+        return SharedState(url)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: runtime.router.sharedState: {exc}") from None
+
+
 def build_router(settings: Settings, environ: Mapping[str, str] | None = None) -> Router:
     """A router with every enabled provider registered and every alias defined."""
     import os
@@ -142,6 +157,7 @@ def build_router(settings: Settings, environ: Mapping[str, str] | None = None) -
         aliases=settings.models,
         prices=load_prices(settings) if settings.pricing else None,
         breaker=breaker,
+        shared=_shared_state(rs.shared_state or env.get("POLYROUTE_REDIS_URL"), settings.source),
     )
     for alias, alias_cfg in settings.routing.items():
         try:

@@ -150,6 +150,9 @@ class RouterSettings(_Section):
     max_attempts: int = Field(default=10, ge=1, le=50)
     max_retry_after: float = Field(default=30.0, ge=0)
     breaker: BreakerConfig = Field(default_factory=BreakerConfig)
+    #: ``redis://host:port/db``: rpm/tpm limits and open circuits shared by every replica
+    #: (``POLYROUTE_REDIS_URL`` when unset; neither: per process)
+    shared_state: str | None = None
 
 
 class PriceSettings(_Section):

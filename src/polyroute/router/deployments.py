@@ -95,6 +95,11 @@ class DeploymentState:
             wait = max(wait, self.tpm.wait(tokens, now))
         return wait
 
+    @property
+    def shared_id(self) -> str:
+        """This deployment's name in shared state: provider, model and key id (never the key)."""
+        return f"{self.provider}:{self.model}:{self.key_id or '-'}"
+
     def take_limits(self, tokens: float, now: float) -> None:
         if self.rpm is not None:
             self.rpm.adjust(1, now)

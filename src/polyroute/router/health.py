@@ -107,6 +107,8 @@ class RouterHealth:
     max_concurrency: int
     waiting: int
     deployments: list[DeploymentHealth] = field(default_factory=list)
+    #: None without shared state; else ``idle`` / ``ok`` / ``degraded`` (Redis unavailable: local limits)
+    shared_state: str | None = None
 
     @property
     def healthy(self) -> bool:
@@ -114,10 +116,13 @@ class RouterHealth:
         return not self.deployments or any(d.state in ("closed", "half_open") for d in self.deployments)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        body = {
             "healthy": self.healthy,
             "inFlight": self.in_flight,
             "maxConcurrency": self.max_concurrency,
             "waiting": self.waiting,
             "deployments": [d.to_dict() for d in self.deployments],
         }
+        if self.shared_state is not None:
+            body["sharedState"] = self.shared_state
+        return body

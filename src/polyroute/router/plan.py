@@ -13,7 +13,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from polyroute import errors
-from polyroute.router.breaker import PROBE, classify
+from polyroute.router.breaker import PROBE, REJECT, classify
 from polyroute.router.deployments import DeploymentState
 from polyroute.router.policy import RoutingPolicy
 from polyroute.types import Attempt, ModelRef
@@ -61,8 +61,8 @@ class CallPlan:
 
     # ------------------------------------------------------------------ admission
 
-    def _admit(self, ref: ModelRef) -> Pick | float | None:
-        """A Pick, None (skipped and recorded), or seconds until our own rpm/tpm limit allows it."""
+    def _prepare(self, ref: ModelRef) -> tuple[Registration, DeploymentState] | None:
+        """The candidate's registration and state, or None when it cannot be called here (recorded)."""
         router = self.router
         skip = router._skip_reason(ref)
         if skip is not None:
@@ -74,19 +74,75 @@ class CallPlan:
         reg = router._registry[ref.provider]
         state = router.deployments.get(ref.provider, ref.model_id)
         state.check_key(getattr(reg.provider, "api_key", None))
-        now = router.clock()
+        return reg, state
+
+    def _admit(self, ref: ModelRef) -> Pick | float | None:
+        """A Pick, None (skipped and recorded), or seconds until our own rpm/tpm limit allows it.
+
+        With shared state a limited deployment needs a Redis round trip, which this
+        synchronous check cannot make: it answers 0.0 and :meth:`_admit_async` decides.
+        """
+        got = self._prepare(ref)
+        if got is None:
+            return None
+        reg, state = got
+        now = self.router.clock()
         limited = state.rpm is not None or state.tpm is not None
         if limited:
+            if self.router.shared is not None:
+                return 0.0
             wait = state.limit_wait(self.tokens, now)
             if wait > 0:
                 return wait
-        ticket = state.breaker.allow(now)
+        ticket = self._ticket(ref, state, now)
         if not ticket:
-            self.attempts.append(self._circuit_skip(ref, state, now))
             return None
         if limited:
             state.take_limits(self.tokens, now)
         return Pick(ref, reg, state, probe=ticket == PROBE)
+
+    async def _admit_async(self, ref: ModelRef) -> Pick | float | None:
+        """:meth:`_admit`, checking a limited deployment against the replicas' shared buckets.
+
+        One Redis round trip; when Redis is unavailable this replica's own buckets decide.
+        Either way the local buckets are debited too, so they are current if Redis goes away.
+        """
+        got = self._admit(ref)
+        shared = self.router.shared
+        if shared is None or not isinstance(got, float) or got > 0:
+            return got
+        reg = self.router._registry[ref.provider]
+        state = self.router.deployments.get(ref.provider, ref.model_id)
+        ticket = self._ticket(ref, state, self.router.clock())
+        if not ticket:
+            return None
+        wait = await shared.admit(state.shared_id, state.rpm, state.tpm, self.tokens)
+        now = self.router.clock()
+        if wait is None:
+            wait = state.limit_wait(self.tokens, now)
+        if wait > 0:
+            state.breaker.release(now, probe=ticket == PROBE)
+            return wait
+        state.take_limits(self.tokens, now)
+        return Pick(ref, reg, state, probe=ticket == PROBE)
+
+    def _ticket(self, ref: ModelRef, state: DeploymentState, now: float) -> int:
+        """The breaker's answer (0: skipped and recorded), including circuits other replicas opened."""
+        ticket = state.breaker.allow(now)
+        if not ticket:
+            self.attempts.append(self._circuit_skip(ref, state, now))
+            return ticket
+        shared = self.router.shared
+        if shared is not None:
+            remote = shared.remote_open(state.shared_id)
+            if remote > 0:
+                state.breaker.release(now, probe=ticket == PROBE)
+                message = f"circuit opened by another replica; next probe in {remote:.3g}s"
+                self.attempts.append(
+                    Attempt(ref.provider, ref.model_id, "skipped", error="CircuitOpen", message=message)
+                )
+                return REJECT
+        return ticket
 
     def _circuit_skip(self, ref: ModelRef, state: DeploymentState, now: float) -> Attempt:
         b = state.breaker
@@ -114,23 +170,39 @@ class CallPlan:
 
     def next_now(self) -> Pick | None:
         """The next candidate that can be called right now (deferring rate-limited ones)."""
-        while self.index < len(self.chain) and self.calls < self.router.retry.max_attempts:
+        while self.has_more():
             ref = self.chain[self.index]
             self.index += 1
-            got = self._admit(ref)
-            if isinstance(got, Pick):
-                return got
-            if got is not None:
-                self._deferred.append((got, self.index, ref))
+            pick = self._took(self._admit(ref), ref)
+            if pick is not None:
+                return pick
+        return None
+
+    def _took(self, got: Pick | float | None, ref: ModelRef) -> Pick | None:
+        """``got`` if it is a Pick; a wait defers the candidate (recorded as skipped)."""
+        if isinstance(got, Pick):
+            return got
+        if got is not None:
+            self._deferred.append((got, self.index, ref))
+            if got > 0:
                 message = f"over our rpm/tpm limit for it (a slot frees in {got:.3g}s); trying the others first"
-                self.attempts.append(
-                    Attempt(ref.provider, ref.model_id, "skipped", error="LocalRateLimit", message=message)
-                )
+            else:
+                message = "its shared rpm/tpm limit needs a round trip; trying the others first"
+            self.attempts.append(
+                Attempt(ref.provider, ref.model_id, "skipped", error="LocalRateLimit", message=message)
+            )
         return None
 
     async def next(self) -> Pick | None:
         """The next candidate, waiting for a rate-limited one when nothing else is left."""
-        pick = self.next_now()
+        if self.router.shared is None:
+            pick = self.next_now()
+        else:
+            pick = None
+            while pick is None and self.has_more():
+                ref = self.chain[self.index]
+                self.index += 1
+                pick = self._took(await self._admit_async(ref), ref)
         if pick is not None or self.calls >= self.router.retry.max_attempts:
             return pick
         loop = asyncio.get_running_loop()
@@ -142,7 +214,7 @@ class CallPlan:
                 continue
             await asyncio.sleep(wait)
             waited[order] = waited.get(order, 0.0) + wait
-            got = self._admit(ref)
+            got = await self._admit_async(ref)
             if isinstance(got, Pick):
                 got.waited = waited[order]
                 got.note = f"waited {got.waited:.3g}s for our rpm/tpm limit"
@@ -167,7 +239,10 @@ class CallPlan:
 
     def succeeded(self, pick: Pick, elapsed: float, *, outcome: str = "ok", note: str | None = None) -> Attempt:
         state = pick.state
+        was = state.breaker.state
         state.breaker.record_success(self.router.clock(), probe=pick.probe)
+        if was != "closed" and self.router.shared is not None and state.breaker.state == "closed":
+            self.router.shared.publish_closed(state.shared_id)
         state.latency.add(elapsed)
         if pick.note:
             note = f"{pick.note}; {note}" if note else pick.note
@@ -183,7 +258,11 @@ class CallPlan:
         """Record a failed call against its deployment (breaker, counters) and in the attempts."""
         ref, state = pick.ref, pick.state
         state.failures += 1
-        state.breaker.record_failure(self.router.clock(), exc, probe=pick.probe)
+        breaker, now = state.breaker, self.router.clock()
+        until = breaker.open_until
+        breaker.record_failure(now, exc, probe=pick.probe)
+        if breaker.open_until > until and self.router.shared is not None and breaker.state == "open":
+            self.router.shared.publish_open(state.shared_id, breaker.retry_in(now))
         if classify(exc) == "auth":
             log.warning(
                 "%s:%s refused its key (id %s): %s; skipping it until the key changes",

@@ -50,6 +50,7 @@ from polyroute.types import (
 )
 
 if TYPE_CHECKING:
+    from polyroute.router.shared import SharedState
     from polyroute.router.sync import SyncRouter
 
 __all__ = ["PriceBook", "Registration", "Router"]
@@ -86,7 +87,9 @@ class Router:
     the caller) or reported as an error (after). ``breaker`` configures the per-deployment
     circuit breakers, ``policy`` the routing of calls that name no alias with a policy of
     its own; ``clock`` (monotonic seconds) drives breakers, rate limits and health, and is
-    injectable so tests need no sleeping.
+    injectable so tests need no sleeping. ``shared`` (a
+    :class:`~polyroute.router.shared.SharedState`) makes rpm/tpm limits and open circuits
+    common to every replica using the same Redis; without it they are per process.
     """
 
     def __init__(
@@ -107,6 +110,7 @@ class Router:
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
         prices: PriceBook | None = None,
+        shared: SharedState | None = None,
     ) -> None:
         if timeout <= 0:
             raise ValueError("timeout must be positive")
@@ -125,6 +129,8 @@ class Router:
         self.default_policy = dataclasses.replace(policy, name="") if policy is not None else DEFAULT_POLICY
         self.policies: dict[str, RoutingPolicy] = {}
         self.deployments = DeploymentTable(breaker, clock)
+        #: rpm/tpm buckets and open circuits shared with other replicas (None: per process)
+        self.shared = shared
         self._balancer = Balancer(self.deployments, rng)
         self._balanced = False
         self._need_tokens = False
@@ -283,6 +289,7 @@ class Router:
             max_concurrency=self.limiter.limit,
             waiting=self.limiter.waiting,
             deployments=rows,
+            shared_state=self.shared.status if self.shared is not None else None,
         )
 
     # ------------------------------------------------------------------ shared policy
@@ -395,6 +402,8 @@ class Router:
     async def aclose(self) -> None:
         for reg in self._registry.values():
             await reg.provider.aclose()
+        if self.shared is not None:
+            await self.shared.aclose()
 
     async def __aenter__(self) -> Router:
         return self
