@@ -14,7 +14,7 @@ install: $(BIN)/python
 	$(PIP) install -e ".[server,local]"
 
 install-dev: $(BIN)/python
-	$(PIP) install -e ".[server,local,bedrock,structured,test]"
+	$(PIP) install -e ".[server,local,bedrock,structured,redis,test]"
 
 ## install, then run the HTTP runtime on the embedded default (SQLite + local SmolLM2 model)
 serve: install

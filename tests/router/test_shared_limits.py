@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
@@ -160,15 +162,24 @@ async def test_a_slow_redis_is_abandoned_after_the_timeout(prefix: str) -> None:
     assert slow.status == "degraded"
 
 
-async def test_unlimited_deployments_never_touch_redis() -> None:
-    down = SharedState(f"redis://127.0.0.1:{_closed_port()}/0", prefix="unused")
-    router = Router(shared=down)
-    router.add_alias("chat", ["a:m"])
+async def test_only_deployments_with_limits_use_shared_buckets(prefix: str) -> None:
+    import redis
+
+    shared = SharedState(REDIS_URL, prefix=prefix)
+    router = Router(shared=shared)
+    router.add_alias("free", ["a:m"])
+    router.add_alias("metered", [Deployment("b:m", rpm=60)])
     router.register(ScriptedProvider("a"))
-    await router.chat(req())
-    await down.aclose()
-    assert down.status != "ok"  # never answered, and no limit check was attempted
-    assert router.health().shared_state in ("idle", "degraded")
+    router.register(ScriptedProvider("b"))
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        await router.chat(ChatRequest(model="free", messages=[Message.user("hi")]))
+        assert list(client.scan_iter(match=f"{prefix}:limit:*")) == []
+        await router.chat(ChatRequest(model="metered", messages=[Message.user("hi")]))
+        assert sorted(client.scan_iter(match=f"{prefix}:limit:*")) == [f"{prefix}:limit:b:m:-:rpm".encode()]
+    finally:
+        client.close()
+        await shared.aclose()
 
 
 # ---------------------------------------------------------------- circuits
@@ -253,3 +264,9 @@ def test_configuration_and_environment_select_shared_state(monkeypatch: pytest.M
     assert from_env is not None and from_env.url == "redis://127.0.0.1:6380/1"
     with pytest.raises(ConfigError, match="redis://"):
         SharedState("http://127.0.0.1:6379")
+
+
+def test_the_router_imports_redis_only_when_shared_state_is_configured() -> None:
+    code = "import sys, polyroute.router, polyroute.config; print('redis' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    assert out.stdout.strip() == "False"

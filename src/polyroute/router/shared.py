@@ -43,6 +43,7 @@ SharedStatus = Literal["idle", "ok", "degraded"]
 _ADMIT = """
 local now = tonumber(ARGV[1])
 if not now then
+  if redis.replicate_commands then redis.replicate_commands() end
   local t = redis.call('TIME')
   now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 end
@@ -73,16 +74,48 @@ end
 return '0'
 """
 
-#: publish an open circuit, keeping the later deadline (the key's TTL).
-#: KEYS: breaker key. ARGV: ms, message, channel, origin (the publishing replica).
-_OPEN = """
-local ms = tonumber(ARGV[1])
-if redis.call('PTTL', KEYS[1]) < ms then
-  redis.call('SET', KEYS[1], ARGV[4], 'PX', ms)
+#: open circuits live in one sorted set (deployment -> deadline in Redis ms) plus a hash
+#: (deployment -> the replica that opened it), so a starting replica loads them in one call.
+_NOW_MS = """
+if redis.replicate_commands then redis.replicate_commands() end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+"""
+
+#: publish an open circuit, keeping the later deadline.
+#: KEYS: set, origins. ARGV: deployment, ms, message, channel, origin.
+_OPEN = (
+    _NOW_MS
+    + """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+local ms = tonumber(ARGV[2])
+local old = tonumber(redis.call('ZSCORE', KEYS[1], ARGV[1]))
+if not old or old < now + ms then
+  redis.call('ZADD', KEYS[1], now + ms, ARGV[1])
+  redis.call('HSET', KEYS[2], ARGV[1], ARGV[5])
 end
-redis.call('PUBLISH', ARGV[3], ARGV[2])
+for i = 1, 2 do
+  if redis.call('PTTL', KEYS[i]) < ms then redis.call('PEXPIRE', KEYS[i], ms) end
+end
+redis.call('PUBLISH', ARGV[4], ARGV[3])
 return 1
 """
+)
+
+#: every circuit still open: a flat list of deployment, ms left, origin. KEYS: set, origins.
+_LOAD = (
+    _NOW_MS
+    + """
+local out = {}
+local rows = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. now, '+inf', 'WITHSCORES')
+for i = 1, #rows, 2 do
+  out[#out + 1] = rows[i]
+  out[#out + 1] = tostring(tonumber(rows[i + 1]) - now)
+  out[#out + 1] = redis.call('HGET', KEYS[2], rows[i]) or ''
+end
+return out
+"""
+)
 
 
 class SharedState:
@@ -121,6 +154,8 @@ class SharedState:
         self._client: Any = None
         self._admit: Any = None
         self._open: Any = None
+        self._keys = [f"{prefix}:open", f"{prefix}:open:by"]
+        self._closing = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._status: SharedStatus = "idle"
         self._down_until = 0.0
@@ -249,14 +284,14 @@ class SharedState:
         self._ensure_listener()
         ms = max(1, round(seconds * 1000))
         message = orjson.dumps({"d": deployment, "s": state, "ms": ms, "o": self.origin})
-        key = f"{self.prefix}:open:{deployment}"
         try:
             async with asyncio.timeout(self.timeout):
                 if state == "open":
-                    await self._open(keys=[key], args=(ms, message, self.channel, self.origin))
+                    await self._open(keys=self._keys, args=(deployment, ms, message, self.channel, self.origin))
                 else:
                     async with client.pipeline(transaction=True) as pipe:
-                        await pipe.delete(key).publish(self.channel, message).execute()
+                        pipe.zrem(self._keys[0], deployment).hdel(self._keys[1], deployment)
+                        await pipe.publish(self.channel, message).execute()
         except Exception as exc:
             self._failed("breaker", exc)
 
@@ -272,6 +307,8 @@ class SharedState:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
     def _ensure_listener(self) -> None:
+        if self._closing:
+            return
         task, loop = self._listener, asyncio.get_running_loop()
         if task is None or task.done() or task.get_loop() is not loop:
             self._ready = asyncio.Event()
@@ -283,7 +320,7 @@ class SharedState:
         from redis.asyncio.retry import Retry
         from redis.backoff import NoBackoff
 
-        while True:
+        while not self._stopping():
             # its own connection without a read timeout: a quiet channel is not a failure
             client = aredis.Redis.from_url(self.url, socket_connect_timeout=self.timeout, retry=Retry(NoBackoff(), 0))
             try:
@@ -291,25 +328,35 @@ class SharedState:
                     await pubsub.subscribe(self.channel)
                     await self._load_open(client)
                     self._ready.set()
-                    async for message in pubsub.listen():
-                        self._on_message(message.get("data"))
+                    self._status = "ok"
+                    # short polls, because redis-py can swallow a cancellation mid-command
+                    while not self._stopping():
+                        message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                        if message is not None:
+                            self._on_message(message.get("data"))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                self._failed("breaker channel", exc)
+                if not self._stopping():
+                    self._failed("breaker channel", exc)
             finally:
                 with contextlib.suppress(Exception):
                     await client.aclose()
-            await asyncio.sleep(self.retry_interval)
+            if not self._stopping():
+                await asyncio.sleep(self.retry_interval)
+
+    def _stopping(self) -> bool:
+        task = asyncio.current_task()
+        return self._closing or (task is not None and task.cancelling() > 0)
 
     async def _load_open(self, client: Any) -> None:
-        now = time.monotonic()
         async with asyncio.timeout(max(self.timeout, 1.0)):
-            async for key in client.scan_iter(match=f"{self.prefix}:open:*", count=200):
-                origin, ms = await client.pipeline(transaction=False).get(key).pttl(key).execute()
-                if ms > 0 and origin != self.origin.encode():
-                    name = key.decode()[len(self.prefix) + 6 :]
-                    self._remote[name] = max(self._remote.get(name, 0.0), now + ms / 1000)
+            rows = await client.eval(_LOAD, 2, *self._keys)
+        now = time.monotonic()
+        for i in range(0, len(rows) - 2, 3):
+            if rows[i + 2] != self.origin.encode():
+                name = rows[i].decode()
+                self._remote[name] = max(self._remote.get(name, 0.0), now + float(rows[i + 1]) / 1000)
 
     def _on_message(self, data: Any) -> None:
         try:
@@ -329,10 +376,11 @@ class SharedState:
 
     async def aclose(self) -> None:
         """Stop following the breaker channel, finish pending publishes, close the connection."""
+        self._closing = True
         if self._listener is not None:
             self._listener.cancel()
             with contextlib.suppress(BaseException):
-                await self._listener
+                await asyncio.wait({self._listener}, timeout=1.0)
             self._listener = None
         await self.flush()
         if self._client is not None:
