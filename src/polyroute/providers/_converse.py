@@ -15,6 +15,7 @@ import orjson
 
 from polyroute import errors
 from polyroute.providers._http import assistant_reply, error_from_response, parse_retry_after
+from polyroute.providers._mapping import split_system, text_and_images
 from polyroute.types import (
     ChatRequest,
     ChatResponse,
@@ -24,7 +25,6 @@ from polyroute.types import (
     ImagePart,
     Message,
     NamedToolChoice,
-    TextPart,
     ToolCall,
     Usage,
 )
@@ -104,15 +104,7 @@ def _image(part: ImagePart) -> dict[str, Any]:
 
 
 def _blocks(content: str | list[ContentPart] | None) -> list[dict[str, Any]]:
-    if not content:
-        return []
-    if isinstance(content, str):
-        return [{"text": content}]
-    return [
-        {"text": p.text} if isinstance(p, TextPart) else _image(p)
-        for p in content
-        if not isinstance(p, TextPart) or p.text
-    ]
+    return text_and_images(content, _image)
 
 
 def json_object(raw: str) -> dict[str, Any] | None:
@@ -137,23 +129,10 @@ def _turn(message: Message) -> tuple[str, list[dict[str, Any]]]:
 
 def _messages(messages: list[Message]) -> tuple[list[dict[str, str]], list[dict[str, Any]]]:
     """(system blocks, alternating turns) for ``messages``."""
-    system: list[dict[str, str]] = []
-    turns: list[dict[str, Any]] = []
-    for message in messages:
-        if message.role == "system":
-            if message.text:
-                system.append({"text": message.text})
-            continue
-        role, blocks = _turn(message)
-        if not blocks:
-            continue
-        if turns and turns[-1]["role"] == role:
-            turns[-1]["content"].extend(blocks)
-        else:
-            turns.append({"role": role, "content": blocks})
+    system, turns = split_system(messages, _turn)
     for turn in turns:  # tool results first in a user turn
         turn["content"].sort(key=lambda block: "toolResult" not in block)
-    return system, turns
+    return [{"text": text} for text in system], turns
 
 
 def _tool_config(request: ChatRequest) -> tuple[dict[str, Any] | None, str | None]:

@@ -51,6 +51,7 @@ from polyroute.providers._http import (
     error_from_payload,
     error_from_response,
 )
+from polyroute.providers._mapping import split_system
 from polyroute.providers.base import CallLimits, Capabilities
 from polyroute.types import (
     ChatRequest,
@@ -174,20 +175,7 @@ def _results_first(blocks: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def map_messages(messages: list[Message]) -> tuple[str | None, list[dict[str, Any]]]:
     """The top-level ``system`` text and the alternating ``messages`` list."""
-    system: list[str] = []
-    turns: list[dict[str, Any]] = []
-    for message in messages:
-        if message.role == "system":
-            if message.text:
-                system.append(message.text)
-            continue
-        role, blocks = _turn(message)
-        if not blocks:
-            continue
-        if turns and turns[-1]["role"] == role:
-            turns[-1]["content"].extend(blocks)
-        else:
-            turns.append({"role": role, "content": blocks})
+    system, turns = split_system(messages, _turn)
     for turn in turns:
         if turn["role"] == "user":
             turn["content"] = _results_first(turn["content"])

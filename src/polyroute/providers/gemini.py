@@ -31,6 +31,7 @@ import orjson
 
 from polyroute import errors
 from polyroute.providers._http import HTTPProvider, error_from_payload, error_from_response, parse_retry_after
+from polyroute.providers._mapping import append_turn, text_and_images
 from polyroute.providers._schema import gemini_schema
 from polyroute.providers.base import CallLimits, Capabilities
 from polyroute.types import (
@@ -42,7 +43,6 @@ from polyroute.types import (
     FinishReason,
     ImagePart,
     Message,
-    TextPart,
     Tool,
     ToolCall,
     Usage,
@@ -100,15 +100,7 @@ def _image(part: ImagePart) -> dict[str, Any]:
 
 
 def _parts(content: str | list[ContentPart] | None) -> list[dict[str, Any]]:
-    if not content:
-        return []
-    if isinstance(content, str):
-        return [{"text": content}]
-    return [
-        {"text": p.text} if isinstance(p, TextPart) else _image(p)
-        for p in content
-        if not isinstance(p, TextPart) or p.text
-    ]
+    return text_and_images(content, _image)
 
 
 def _contents(messages: list[Message]) -> tuple[list[dict[str, Any]], list[str]]:
@@ -141,12 +133,7 @@ def _contents(messages: list[Message]) -> tuple[list[dict[str, Any]], list[str]]
                     if i == 0:
                         part["thoughtSignature"] = _SKIP_SIGNATURE
                     parts.append(part)
-        if not parts:
-            continue
-        if contents and contents[-1]["role"] == role:
-            contents[-1]["parts"].extend(parts)
-        else:
-            contents.append({"role": role, "parts": parts})
+        append_turn(contents, role, parts, key="parts")
     return contents, system
 
 
