@@ -70,6 +70,8 @@ class FakeUpstream:
         self.requests: list[Recorded] = []
         self.in_flight = 0
         self.peak_in_flight = 0
+        #: TCP connections accepted (to check that clients pool them)
+        self.connections = 0
         self.port = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.base_events.Server | None = None
@@ -112,6 +114,8 @@ class FakeUpstream:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         conn = h11.Connection(h11.SERVER)
+        with self._lock:
+            self.connections += 1
         try:
             while True:
                 request = await self._read_request(conn, reader)

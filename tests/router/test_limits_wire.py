@@ -94,3 +94,14 @@ async def test_refused_connection_is_unavailable_and_fast() -> None:
         with pytest.raises(errors.AllCandidatesFailedError) as caught:
             await router.chat(request())
     assert isinstance(caught.value.last_error, errors.ProviderUnavailableError)
+
+
+async def test_finished_streams_return_their_connection_to_the_pool(upstream: FakeUpstream) -> None:
+    upstream.handler = OpenAIFake()
+    async with Router(timeout=10) as router:
+        router.register(OpenAIProvider(api_key="sk-test", base_url=f"{upstream.url}/v1"))
+        for _ in range(5):
+            events = [e async for e in router.stream(request())]
+            assert events[-1].type == "end"
+    assert len(upstream.requests) == 5
+    assert upstream.connections == 1

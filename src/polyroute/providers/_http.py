@@ -9,8 +9,9 @@ in :mod:`._stream`; both are re-exported here for provider modules.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
-from contextlib import aclosing, asynccontextmanager
+from contextlib import aclosing, asynccontextmanager, suppress
 from typing import Any
 
 import httpx
@@ -33,6 +34,18 @@ __all__ = [
     "parse_retry_after",
     "transport_error",
 ]
+
+
+#: how long a finished stream may take to deliver the end of its body before we drop the connection
+DRAIN_SECONDS = 0.05
+
+
+async def _drain(events: AsyncIterator[SSEEvent]) -> None:
+    """Consume what is left of a finished stream, briefly; any failure just loses the connection."""
+    with suppress(TimeoutError, errors.PolyrouteError, httpx.HTTPError):
+        async with asyncio.timeout(DRAIN_SECONDS):
+            async for _ in events:
+                pass
 
 
 class HTTPProvider:
@@ -194,7 +207,13 @@ class HTTPProvider:
             self.iter_sse(response, model)
         ) as events:
             async for sse in events:
-                for event in parser.feed(sse):
+                produced = parser.feed(sse)
+                if parser.done:
+                    # Read the rest of the body (normally just the chunked terminator, already
+                    # buffered) before the final events go out: the consumer closes us after
+                    # ``end``, and a connection closed mid-body cannot go back to the pool.
+                    await _drain(events)
+                for event in produced:
                     yield event
                 if parser.done:
                     return
