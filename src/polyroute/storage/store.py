@@ -14,7 +14,9 @@ before it).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import asyncio
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -101,6 +103,19 @@ class Store:
         self.engine = engine
         self._writer = engine.execution_options(**{WRITE: True})
         self._postgres = is_postgres(engine)
+        # SQLite has one writer at a time; writers that wait in its busy handler sleep in growing
+        # steps (up to 100 ms), so queue them here instead, in order and without sleeping.
+        self._write_lock: asyncio.Lock | None = None if self._postgres else asyncio.Lock()
+
+    @asynccontextmanager
+    async def _write(self) -> AsyncIterator[AsyncConnection]:
+        """A write transaction (``BEGIN IMMEDIATE`` on SQLite, queued in process)."""
+        if self._write_lock is None:
+            async with self._writer.begin() as conn:
+                yield conn
+            return
+        async with self._write_lock, self._writer.begin() as conn:
+            yield conn
 
     async def ping(self) -> None:
         async with self.engine.connect() as conn:
@@ -120,7 +135,7 @@ class Store:
     ) -> AgentRecord:
         now = _now()
         record = AgentRecord(new_id("agent"), owner, name, description, model, tools, config, now, now)
-        async with self._writer.begin() as conn:
+        async with self._write() as conn:
             await conn.execute(
                 agents.insert().values(
                     id=record.id,
@@ -154,7 +169,7 @@ class Store:
         unknown = set(changes) - _AGENT_FIELDS
         if unknown:
             raise ValueError(f"cannot update agent fields {sorted(unknown)}")
-        async with self._writer.begin() as conn:
+        async with self._write() as conn:
             result = await conn.execute(
                 agents.update()
                 .where(agents.c.id == agent_id, agents.c.owner_hash == owner)
@@ -167,7 +182,7 @@ class Store:
 
     async def delete_agent(self, owner: str, agent_id: str) -> bool:
         """Delete the agent with its sessions and their messages (explicitly: no reliance on FK cascades)."""
-        async with self._writer.begin() as conn:
+        async with self._write() as conn:
             found = await conn.scalar(
                 sa.select(agents.c.id).where(agents.c.id == agent_id, agents.c.owner_hash == owner)
             )
@@ -186,7 +201,7 @@ class Store:
     ) -> SessionRecord:
         now = _now()
         record = SessionRecord(new_id("sess"), agent_id, owner, user_id, metadata, "active", 0, None, now, now)
-        async with self._writer.begin() as conn:
+        async with self._write() as conn:
             await conn.execute(
                 sessions.insert().values(
                     id=record.id,
@@ -228,7 +243,7 @@ class Store:
             return [_session(row._mapping) for row in await conn.execute(query)]
 
     async def delete_session(self, owner: str, agent_id: str, session_id: str) -> bool:
-        async with self._writer.begin() as conn:
+        async with self._write() as conn:
             found = await conn.scalar(
                 sa.select(sessions.c.id).where(
                     sessions.c.id == session_id, sessions.c.agent_id == agent_id, sessions.c.owner_hash == owner
@@ -282,7 +297,7 @@ class Store:
         Raises :class:`SessionGoneError` when the session no longer exists; nothing is written.
         """
         now = _now()
-        async with self._writer.begin() as conn:
+        async with self._write() as conn:
             last_seq = await self._lock_session(conn, session_id)
             rows = []
             for offset, msg in enumerate(new, start=1):
