@@ -20,8 +20,11 @@ import platform
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 from bench import imports, inprocess, loadgen, procs, report, scenario, serving
 from bench.targets import FAST_MODEL, upstream_target
@@ -86,6 +89,30 @@ def _failures(results: dict[str, Any]) -> list[str]:
     return out
 
 
+def _merge_previous(path: Path, results: dict[str, Any], progress: Callable[[str], None]) -> dict[str, Any]:
+    """``results`` on top of the previous run's: sections (and scenario systems) not re-run are kept."""
+    if not path.exists():
+        return results
+    previous = orjson.loads(path.read_bytes())
+    merged = {k: v for k, v in previous.items() if k in SECTIONS}
+    for key in SECTIONS:
+        if key not in results:
+            continue
+        if key == "scenario" and "systems" in merged.get("scenario", {}) and "systems" in results[key]:
+            merged["scenario"] = {
+                **merged["scenario"],
+                **results[key],
+                "systems": {**merged["scenario"]["systems"], **results[key]["systems"]},
+            }
+        else:
+            merged[key] = results[key]
+    kept = sorted(set(merged) - set(results))
+    if kept:
+        progress(f"kept from the previous run ({previous['meta']['started']}): {', '.join(kept)}")
+    merged["meta"] = {**results["meta"], "merged_from": previous.get("meta", {}).get("started"), "kept": kept}
+    return merged
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="the CI smoke test: short runs (about 4 minutes)")
@@ -99,6 +126,12 @@ def main(argv: list[str] | None = None) -> int:
         help="write pyinstrument (in-process) and py-spy (server) profiles; default on for the full run",
     )
     parser.add_argument("--out-dir", type=Path, default=None)
+    parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="keep the sections of the existing results.json that this run does not measure (to re-run one part)",
+    )
+    parser.add_argument("--scenario-systems", default=None, help="systems for the sustained scenario (comma-separated)")
     args = parser.parse_args(argv)
 
     sections = {s.strip() for s in args.only.split(",") if s.strip()}
@@ -121,7 +154,6 @@ def main(argv: list[str] | None = None) -> int:
             "sut_cpus": sorted(sut_cpus) if sut_cpus else "any",
         }
     }
-    samples: dict[str, list[int]] = {}
     t_start = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="polyroute-bench-") as tmp:
         work = Path(tmp)
@@ -143,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
                 if profile:
                     cfg.profile_dir = out_dir
                 results["inprocess"] = inprocess.run_inprocess(f"http://127.0.0.1:{up.port}/v1", cfg)
-                samples.update(cfg.samples)
+                results["inprocess"]["curves"] = report.curves(cfg.samples)
             if "http" in sections:
                 _progress("HTTP")
                 hcfg = serving.HttpConfig(systems=systems, wrk_cpus=up_cpus, server_cpus=sut_cpus)
@@ -161,6 +193,8 @@ def main(argv: list[str] | None = None) -> int:
                 else:
                     scfg.systems = tuple(s for s in ("polyroute", *systems) if s in ("polyroute", "litellm", "agentos"))
                     scfg.systems = tuple(dict.fromkeys(scfg.systems))
+                if args.scenario_systems:
+                    scfg.systems = tuple(s for s in args.scenario_systems.split(",") if s)
                 if args.scenario_seconds:
                     scfg.duration = scfg.other_duration = args.scenario_seconds
                 results["scenario"] = scenario.run_scenario(up, work, scfg, _progress)
@@ -169,10 +203,12 @@ def main(argv: list[str] | None = None) -> int:
             labels = list(imports.IMPORTS)
             results["imports"] = imports.measure_imports(2 if quick else 9, _progress, labels)
     results["meta"]["elapsed_s"] = time.monotonic() - t_start
+    if args.merge:
+        results = _merge_previous(out_dir / "results.json", results, _progress)
     results["targets"] = report.check_targets(results)
     failures = _failures(results)
     results["failures"] = failures
-    paths = report.write_results(results, samples, out_dir)
+    paths = report.write_results(results, out_dir)
     print(paths["markdown"].read_text())
     _progress(f"done in {results['meta']['elapsed_s']:.0f} s; wrote " + ", ".join(str(p) for p in paths.values()))
     for f in failures:

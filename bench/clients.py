@@ -33,6 +33,35 @@ def model_name(tokens: int = 16, delay_ms: float = 0) -> str:
     return f"bench-t{tokens}-d{delay_ms:g}"
 
 
+def _body(model: str, prompt: str, *, stream: bool) -> bytes:
+    body: dict[str, Any] = {"model": model, "messages": [{"role": "user", "content": prompt}]}
+    if stream:
+        body["stream"] = True
+        body["stream_options"] = {"include_usage": True}
+    return orjson.dumps(body)
+
+
+def _check_reply(raw: bytes) -> None:
+    if not orjson.loads(raw)["choices"][0]["message"]["content"]:
+        raise RuntimeError("empty reply")
+
+
+def _on_data(data: bytes, first: int | None) -> tuple[bool, int | None]:
+    """One SSE ``data:`` payload: (was it ``[DONE]``, the first token's instant so far)."""
+    if data == b"[DONE]":
+        return True, first
+    choices = orjson.loads(data)["choices"]
+    if first is None and choices and choices[0]["delta"].get("content"):
+        first = time.perf_counter_ns()
+    return False, first
+
+
+def _first_token(done: bool, first: int | None) -> int:
+    if not done or first is None:
+        raise RuntimeError("stream ended before [DONE] or with no token")
+    return first
+
+
 def _httpx_calls(base_url: str, model: str, prompt: str) -> dict[str, Call]:
     """The baseline: what a caller hand-writing an httpx call would do, nothing more."""
     client = httpx.AsyncClient(
@@ -45,25 +74,17 @@ def _httpx_calls(base_url: str, model: str, prompt: str) -> dict[str, Call]:
     stream_headers = {"content-type": "application/json", "accept": "text/event-stream"}
 
     async def chat() -> int | None:
-        body = {"model": model, "messages": [{"role": "user", "content": prompt}]}
-        response = await client.post("/chat/completions", content=orjson.dumps(body), headers=headers)
+        response = await client.post("/chat/completions", content=_body(model, prompt, stream=False), headers=headers)
         response.raise_for_status()
-        text = orjson.loads(response.content)["choices"][0]["message"]["content"]
-        if not text:
-            raise RuntimeError("empty reply")
+        _check_reply(response.content)
         return None
 
     async def stream() -> int | None:
-        body = {
-            "model": model,
-            "messages": [{"role": "user", "content": prompt}],
-            "stream": True,
-            "stream_options": {"include_usage": True},
-        }
         first: int | None = None
         done = False
         buf = b""
-        async with client.stream("POST", "/chat/completions", content=orjson.dumps(body), headers=stream_headers) as r:
+        content = _body(model, prompt, stream=True)
+        async with client.stream("POST", "/chat/completions", content=content, headers=stream_headers) as r:
             r.raise_for_status()
             # Read to the end of the body, past [DONE]: leaving early makes httpx close the
             # connection instead of returning it to the pool.
@@ -73,18 +94,11 @@ def _httpx_calls(base_url: str, model: str, prompt: str) -> dict[str, Call]:
                 buf += piece
                 *events, buf = buf.split(b"\n\n")
                 for event in events:
-                    if not event.startswith(b"data: "):
-                        continue
-                    data = event[6:]
-                    if data == b"[DONE]":
-                        done = True
-                        break
-                    choices = orjson.loads(data)["choices"]
-                    if choices and choices[0]["delta"].get("content") and first is None:
-                        first = time.perf_counter_ns()
-        if not done or first is None:
-            raise RuntimeError("stream ended before [DONE] or with no token")
-        return first
+                    if event.startswith(b"data: "):
+                        done, first = _on_data(event[6:], first)
+                        if done:
+                            break
+        return _first_token(done, first)
 
     return {"chat": chat, "stream": stream}
 
@@ -108,9 +122,7 @@ def _polyroute_calls(base_url: str, model: str, prompt: str) -> dict[str, Call]:
         async for event in router.stream(ChatRequest(model=ref, messages=[Message.user(prompt)])):
             if first is None and event.type == "token":
                 first = time.perf_counter_ns()
-        if first is None:
-            raise RuntimeError("stream ended with no token")
-        return first
+        return _first_token(True, first)
 
     return {"chat": chat, "stream": stream}
 
@@ -147,9 +159,7 @@ def _litellm_calls(base_url: str, model: str, prompt: str) -> dict[str, Call]:
         async for chunk in response:
             if first is None and chunk.choices and chunk.choices[0].delta.content:
                 first = time.perf_counter_ns()
-        if first is None:
-            raise RuntimeError("stream ended with no token")
-        return first
+        return _first_token(True, first)
 
     return {"chat": chat, "stream": stream}
 
@@ -169,36 +179,20 @@ def _aiohttp_calls(base_url: str, model: str, prompt: str) -> dict[str, Call]:
         return session
 
     async def chat() -> int | None:
-        body = {"model": model, "messages": [{"role": "user", "content": prompt}]}
-        async with client().post(url, data=orjson.dumps(body), headers=headers) as response:
+        async with client().post(url, data=_body(model, prompt, stream=False), headers=headers) as response:
             response.raise_for_status()
-            text = orjson.loads(await response.read())["choices"][0]["message"]["content"]
-        if not text:
-            raise RuntimeError("empty reply")
+            _check_reply(await response.read())
         return None
 
     async def stream() -> int | None:
-        body = {
-            "model": model,
-            "messages": [{"role": "user", "content": prompt}],
-            "stream": True,
-            "stream_options": {"include_usage": True},
-        }
         first: int | None = None
-        async with client().post(url, data=orjson.dumps(body), headers=headers) as response:
+        done = False
+        async with client().post(url, data=_body(model, prompt, stream=True), headers=headers) as response:
             response.raise_for_status()
-            async for line in response.content:
-                if not line.startswith(b"data: "):
-                    continue
-                data = line[6:].rstrip()
-                if data == b"[DONE]":
-                    if first is None:
-                        raise RuntimeError("stream ended with no token")
-                    return first
-                choices = orjson.loads(data)["choices"]
-                if choices and choices[0]["delta"].get("content") and first is None:
-                    first = time.perf_counter_ns()
-        raise RuntimeError("stream ended before [DONE]")
+            async for line in response.content:  # read to the end, as the httpx baseline does
+                if not done and line.startswith(b"data: "):
+                    done, first = _on_data(line[6:].rstrip(), first)
+        return _first_token(done, first)
 
     async def close() -> int | None:
         if session is not None:

@@ -6,7 +6,8 @@ calls to the same upstream with the same payload, so "added latency" is always m
 against a baseline taken in the same process, the same minute, on the same CPU. At
 concurrency 1 the worker alternates system and baseline call by call (rotating which goes
 first); at concurrency 64 it runs each variant in turn, and the parent rotates the order
-and the workers round by round, so slow drift (thermal, other tenants) hits all alike.
+and the workers round by round, so slow drift (thermal, other tenants) hits all alike. All
+concurrency-1 rounds run before the first burst (see the comment in :func:`run_inprocess`).
 
 Workers are separate processes so that importing litellm (seconds, hundreds of MB, and
 background tasks) never slows the polyroute measurement, and so that neither shares a GIL
@@ -21,6 +22,7 @@ import contextlib
 import os
 import subprocess
 import sys
+import tempfile
 import time
 import traceback
 from collections.abc import Iterator, Sequence
@@ -210,8 +212,8 @@ def _merge(acc: dict[str, dict[str, Any]], key: str, part: dict[str, Any]) -> No
     slot["wall"] += part["wall"]
 
 
-def _worker_variants(system: str) -> list[str]:
-    return [f"{s}.{k}" for k in KINDS for s in ("httpx", system)]
+def _worker_variants(system: str, kind: str) -> list[str]:
+    return [f"httpx.{kind}", f"{system}.{kind}"]
 
 
 def run_inprocess(base_url: str, config: InProcessConfig) -> dict[str, Any]:
@@ -223,21 +225,27 @@ def run_inprocess(base_url: str, config: InProcessConfig) -> dict[str, Any]:
         for w in workers:
             w.read()  # ready
         _progress("workers ready: " + ", ".join(w.system for w in workers))
-        for w in workers:
-            variants = _worker_variants(w.system)
-            w.ask({"cmd": "run", "variants": variants, "n": config.warmup, "concurrency": 1})
-            for c in config.concurrencies:
-                if c > 1:
-                    w.ask({"cmd": "run", "variants": variants, "n": c * 4, "concurrency": c})
-        for rnd in range(config.rounds):
-            for c in config.concurrencies:
+        # Concurrency 1 is measured first, before any burst: a burst leaves dozens of idle
+        # keep-alive connections in each httpx pool, and httpx then checks every one of them
+        # on every request (about +0.5 ms per call here), which is not what a caller at
+        # concurrency 1 sees.
+        # Chat and stream calls are timed in separate passes: interleaved through one client,
+        # a polyroute stream (which does not return its connection to the pool) slows the
+        # chat call after it, and the two targets are about each kind of call on its own.
+        for c in sorted(config.concurrencies):
+            for w in workers:
+                n = config.warmup if c <= 1 else c * 4
+                for kind in KINDS:
+                    w.ask({"cmd": "run", "variants": _worker_variants(w.system, kind), "n": n, "concurrency": c})
+            for rnd in range(config.rounds):
                 for w in _rotate(workers, rnd):
-                    variants = _rotate(_worker_variants(w.system), rnd)
-                    n = config.serial_calls if c <= 1 else config.concurrent_calls
-                    result = w.ask({"cmd": "run", "variants": variants, "n": n, "concurrency": c})
-                    for v, part in result.items():
-                        _merge(raw, f"{w.system}/{v}@{c}", part)
-            _progress(f"round {rnd + 1}/{config.rounds} done")
+                    for kind in _rotate(KINDS, rnd):
+                        variants = _rotate(_worker_variants(w.system, kind), rnd)
+                        n = config.serial_calls if c <= 1 else config.concurrent_calls
+                        result = w.ask({"cmd": "run", "variants": variants, "n": n, "concurrency": c})
+                        for v, part in result.items():
+                            _merge(raw, f"{w.system}/{v}@{c}", part)
+                _progress(f"concurrency {c}: round {rnd + 1}/{config.rounds} done")
         if config.profile_dir is not None:
             config.profile_dir.mkdir(parents=True, exist_ok=True)
             for w in workers:
@@ -399,7 +407,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg.profile_dir = results
     up_cpus, sut_cpus = cpu_split()
     cfg.cpus = sut_cpus
-    with upstream(results / "logs", up_cpus) as up:
+    with tempfile.TemporaryDirectory(prefix="polyroute-bench-") as logs, upstream(Path(logs), up_cpus) as up:
         result = run_inprocess(f"http://127.0.0.1:{up.port}/v1", cfg)
     print(format_table(result))
     for key, errs in result["errors"].items():

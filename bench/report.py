@@ -275,16 +275,41 @@ def render_markdown(results: dict[str, Any], chart: str | None) -> str:
         parts.append(f"\n![latency distributions]({chart})\n")
     targets = results.get("targets", [])
     if targets:
-        parts.append("\n## Issue 7 targets\n\n| target | measured | result |\n|---|---|---|\n")
+        rows = ["| target | measured | result |", "|---|---|---|"]
         for t in targets:
             verdict = "met" if t["met"] else ("n/a: " + t["why"] if t["met"] is None else "NOT met")
-            parts.append(f"| {t['target']} | {t['measured']} | {verdict} |\n")
+            rows.append(f"| {t['target']} | {t['measured']} | {verdict} |")
+        parts.append("\n## Issue 7 targets\n\n" + "\n".join(rows) + "\n")
     if results.get("failures"):
         parts.append("\n## polyroute failures\n\n" + "\n".join(f"- {f}" for f in results["failures"]) + "\n")
     return "\n".join(parts)
 
 
-def write_chart(results: dict[str, Any], samples: dict[str, list[int]], path: Path) -> bool:
+CURVE_QS = tuple(q / 2 for q in range(1, 200))
+
+
+def curves(samples: dict[str, list[int]]) -> dict[str, list[float]]:
+    """Each sample's latency (ms) at :data:`CURVE_QS`, small enough to keep in the JSON."""
+    out = {}
+    for label, data in samples.items():
+        ms = [s / 1e6 for s in data]
+        out[label] = [round(percentile(ms, q), 4) for q in CURVE_QS] if ms else []
+    return out
+
+
+def _style(ax: Any, title: str) -> None:
+    from matplotlib.ticker import NullFormatter
+
+    ax.set_xscale("log")
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel("latency, ms (log)")
+    ax.set_ylabel("percentile")
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+
+
+def write_chart(results: dict[str, Any], path: Path) -> bool:
     """A 2x2 PNG: in-process latency CDFs (chat, stream) and HTTP percentile curves (chat, stream)."""
     try:
         import matplotlib
@@ -294,19 +319,13 @@ def write_chart(results: dict[str, Any], samples: dict[str, list[int]], path: Pa
     except ImportError:
         return False
     fig, axes = plt.subplots(2, 2, figsize=(13, 9))
-    qs = [q / 2 for q in range(1, 200)]
+    stored = results.get("inprocess", {}).get("curves", {})
     for ax, kind in zip(axes[0], ("chat", "stream"), strict=True):
-        for label, data in sorted(samples.items()):
-            if f" {kind} c1" not in label or not data:
+        for label, values in sorted(stored.items()):
+            if f" {kind} c1" not in label or not values:
                 continue
-            ms = [s / 1e6 for s in data]
-            ax.plot([percentile(ms, q) for q in qs], qs, label=label.replace(f" {kind} c1", ""))
-        ax.set_xscale("log")
-        ax.set_xlabel("latency, ms (log)")
-        ax.set_ylabel("percentile")
-        ax.set_title(f"in-process {kind}, concurrency 1 (to last byte)")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
+            ax.plot(values, CURVE_QS, label=label.replace(f" {kind} c1", ""))
+        _style(ax, f"in-process {kind}, concurrency 1 (to last byte)")
     http = results.get("http", {}).get("systems", {})
     for ax, endpoints in zip(axes[1], (("chat", "agent"), ("chat-stream", "agent-stream")), strict=True):
         for name, info in http.items():
@@ -314,12 +333,7 @@ def write_chart(results: dict[str, Any], samples: dict[str, list[int]], path: Pa
                 if r["endpoint"] in endpoints and r["concurrency"] == 16:
                     pts = r["percentiles_ms"]
                     ax.plot([v for _, v in pts], [p for p, _ in pts], marker=".", label=f"{name} {r['endpoint']}")
-        ax.set_xscale("log")
-        ax.set_xlabel("latency, ms (log)")
-        ax.set_ylabel("percentile")
-        ax.set_title(f"HTTP {' / '.join(endpoints)}, 16 connections (wrk)")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
+        _style(ax, f"HTTP {' / '.join(endpoints)}, 16 connections (wrk)")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=90)
@@ -327,10 +341,10 @@ def write_chart(results: dict[str, Any], samples: dict[str, list[int]], path: Pa
     return True
 
 
-def write_results(results: dict[str, Any], samples: dict[str, list[int]], out_dir: Path) -> dict[str, Path]:
+def write_results(results: dict[str, Any], out_dir: Path) -> dict[str, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     chart = out_dir / "latency.png"
-    has_chart = write_chart(results, samples, chart)
+    has_chart = write_chart(results, chart)
     md = out_dir / "results.md"
     md.write_text(render_markdown(results, chart.name if has_chart else None))
     js = out_dir / "results.json"

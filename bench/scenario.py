@@ -103,7 +103,13 @@ def run_scenario(
             with running(name, work / "scenario", upstream_url, cfg.server_cpus) as target:
                 time.sleep(1.0)
                 idle = target.rss_mb()
-                req = target.chat_request(SCENARIO_MODEL, stream=True, prompt=prompt)
+                if target.has_chat:
+                    req = target.chat_request(SCENARIO_MODEL, stream=True, prompt=prompt)
+                    endpoint = "chat-stream"
+                else:  # AgentOS has no /v1: its streaming agent run, one session per connection
+                    sessions = target.new_sessions(SCENARIO_MODEL, cfg.connections)
+                    req = target.agent_request(SCENARIO_MODEL, sessions, stream=True, prompt=prompt)
+                    endpoint = "agent-stream"
                 assert target.child is not None
                 with procs.RSSSampler(target.child.pid, interval=1.0) as sampler:
                     res = loadgen.run_wrk(
@@ -111,6 +117,7 @@ def run_scenario(
                     )
                 info: dict[str, Any] = {
                     "status": "ok",
+                    "endpoint": endpoint,
                     "duration_s": res.duration_s,
                     "streams": res.requests,
                     "streams_per_s": res.rps,

@@ -116,11 +116,11 @@ class Target:
         headers = {**self.headers, "Content-Type": "application/x-www-form-urlencoded"}
         return f"/agents/{agent}/runs", form, headers
 
-    def agent_request(self, shape: str, sessions: list[str], *, stream: bool) -> WrkRequest:
+    def agent_request(self, shape: str, sessions: list[str], *, stream: bool, prompt: str = PROMPT) -> WrkRequest:
         items = []
         headers: dict[str, str] = {}
         for sid in sessions:
-            path, body, headers = self.agent_call(shape, sid, stream=stream)
+            path, body, headers = self.agent_call(shape, sid, stream=stream, prompt=prompt)
             items.append((path, body))
         return WrkRequest("POST", tuple(items), tuple(headers.items()))
 
@@ -159,6 +159,16 @@ def _wait_ready(child: procs.Child, url: str, timeout: float) -> None:
     raise RuntimeError(f"{child.name} never became ready at {url}:\n{child.log_tail()}")
 
 
+@contextlib.contextmanager
+def _stop_on_error(child: procs.Child) -> Iterator[None]:
+    """Stop a started server when its set-up fails, so no server outlives a failed run."""
+    try:
+        yield
+    except BaseException:
+        child.stop()
+        raise
+
+
 def _start_polyroute(work: Path, upstream: str, cpus: set[int] | None) -> Target:
     port = procs.free_port()
     config = {
@@ -177,20 +187,15 @@ def _start_polyroute(work: Path, upstream: str, cpus: set[int] | None) -> Target
         env={"POLYROUTE_API_KEYS": "", "OPENAI_API_KEY": API_KEY},
     )
     target = Target("polyroute", f"http://127.0.0.1:{port}", child)
-    _wait_ready(child, target.base + "/health", 60)
-    target.models = {m: f"openai:{m}" for m in MODELS}
-    with httpx.Client(base_url=target.base, timeout=30) as client:
-        for m in MODELS:
-            r = client.post(
-                "/agents",
-                json={
-                    "name": f"bench {m}",
-                    "model": f"openai:{m}",
-                    "config": {"historyTokenWindow": HISTORY_TOKEN_WINDOW},
-                },
-            )
-            r.raise_for_status()
-            target.agents[m] = str(r.json()["agentId"])
+    with _stop_on_error(child):
+        _wait_ready(child, target.base + "/health", 60)
+        target.models = {m: f"openai:{m}" for m in MODELS}
+        with httpx.Client(base_url=target.base, timeout=30) as client:
+            for m in MODELS:
+                config = {"historyTokenWindow": HISTORY_TOKEN_WINDOW}
+                r = client.post("/agents", json={"name": f"bench {m}", "model": f"openai:{m}", "config": config})
+                r.raise_for_status()
+                target.agents[m] = str(r.json()["agentId"])
     return target
 
 
@@ -229,7 +234,8 @@ def _start_litellm(work: Path, upstream: str, cpus: set[int] | None) -> Target:
         env={"LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_TELEMETRY": "False", "LITELLM_LOG": "ERROR"},
     )
     target = Target("litellm", f"http://127.0.0.1:{port}", child, headers={"Authorization": f"Bearer {master}"})
-    _wait_ready(child, target.base + "/health/liveliness", 120)
+    with _stop_on_error(child):
+        _wait_ready(child, target.base + "/health/liveliness", 120)
     target.models = {m: m for m in MODELS}
     return target
 
@@ -268,7 +274,8 @@ def _start_agentos(work: Path, upstream: str, cpus: set[int] | None) -> Target:
         },
     )
     target = Target("agentos", f"http://127.0.0.1:{port}", child)
-    _wait_ready(child, target.base + "/health", 90)
+    with _stop_on_error(child):
+        _wait_ready(child, target.base + "/health", 90)
     target.agents = {m: m.replace(".", "_") for m in MODELS}
     return target
 
