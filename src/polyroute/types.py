@@ -290,8 +290,11 @@ class Attempt:
     retry: int = 0
     waited: float = 0.0
     note: str | None = None
-    #: token counts of this attempt, when it answered (used to sum cost over attempts)
+    #: token counts of this attempt: what it answered with, or what it was billed for without
+    #: answering (a hedge loser, a stream cut short); summed into ``total_usage`` and cost
     usage: Usage | None = None
+    #: True when ``usage`` is our estimate because the provider never reported one
+    usage_estimated: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -306,6 +309,7 @@ class Attempt:
             "waitedMs": round(self.waited * 1000, 3),
             "note": self.note,
             "usage": self.usage.model_dump(by_alias=True) if self.usage is not None else None,
+            "usageEstimated": self.usage_estimated,
         }
 
 
@@ -337,6 +341,9 @@ class ChatResponse(_Model):
     model: str = ""
     latency: float = 0.0
     attempts: list[Attempt] = Field(default_factory=list)
+    #: tokens summed over every attempt that reached a provider: ``usage`` plus hedge losers
+    #: and streams cut short before a resume (estimated where the provider never said)
+    total_usage: Usage | None = None
     #: USD for this call summed over its attempts, when the router has a price table
     cost: float | None = None
 
@@ -354,6 +361,8 @@ class EmbeddingResponse(_Model):
     model: str = ""
     latency: float = 0.0
     attempts: list[Attempt] = Field(default_factory=list)
+    #: as :attr:`ChatResponse.total_usage`
+    total_usage: Usage | None = None
     cost: float | None = None
 
 

@@ -27,6 +27,13 @@ class Step:
     fail_after: int | None = None      # raise ``error`` after this many tokens
     finish: bool = True                # emit the end event
     tool_calls: list[ToolCall] = field(default_factory=list)  # streamed before the tokens
+    usage: Usage | None = None         # reported token counts (default: 3 prompt + one per token)
+    usage_first: bool = False          # stream: report usage at once, before the delay (as some servers do)
+
+    def counts(self) -> Usage:
+        if self.usage is not None:
+            return self.usage
+        return Usage(prompt_tokens=3, completion_tokens=len(self.tokens), total_tokens=3 + len(self.tokens))
 
 
 class ScriptedProvider:
@@ -62,7 +69,7 @@ class ScriptedProvider:
                 raise step.error
             return ChatResponse(
                 message=Message.assistant("".join(step.tokens)),
-                usage=Usage(prompt_tokens=3, completion_tokens=len(step.tokens), total_tokens=3 + len(step.tokens)),
+                usage=step.counts(),
                 provider=self.name,
                 model=model,
             )
@@ -78,6 +85,8 @@ class ScriptedProvider:
         self.in_flight += 1
         self.peak = max(self.peak, self.in_flight)
         try:
+            if step.usage_first:
+                yield ChatStreamEvent("usage", usage=step.counts(), provider=self.name, model=model)
             if step.delay:
                 await asyncio.sleep(step.delay)
             if step.error is not None and step.fail_after in (None, 0):
@@ -91,8 +100,7 @@ class ScriptedProvider:
                 if step.error is not None and step.fail_after == i + 1:
                     raise step.error
             if step.finish:
-                usage = Usage(prompt_tokens=3, completion_tokens=len(step.tokens), total_tokens=3 + len(step.tokens))
-                yield ChatStreamEvent("usage", usage=usage, provider=self.name, model=model)
+                yield ChatStreamEvent("usage", usage=step.counts(), provider=self.name, model=model)
                 yield ChatStreamEvent("end", finish_reason="stop", provider=self.name, model=model)
         except (asyncio.CancelledError, GeneratorExit):
             self.cancelled += 1

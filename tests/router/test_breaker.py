@@ -46,6 +46,19 @@ def test_failed_probe_reopens_and_a_neutral_one_frees_the_slot() -> None:
     assert b.state == "open" and b.open_until == 11
 
 
+def test_a_failed_shared_probe_trips_a_closed_breaker_at_once_but_never_shortens_it() -> None:
+    b = CircuitBreaker(BreakerSettings(failure_threshold=5, cooldown=5))
+    assert not b.probe_due(0)
+    b.trip(0, down())  # another replica's circuit: this breaker saw nothing before
+    assert (b.state, b.open_until, b.consecutive) == ("open", 5, 1)
+    assert not b.probe_due(4.9) and b.probe_due(5)
+    b.trip(1, errors.RateLimitedError("rl", retry_after=60))
+    b.trip(2, down())  # a shorter cooldown keeps the later deadline
+    assert b.open_until == 61
+    b.trip(3, errors.BadRequestError("bad"))  # neutral: counted as usual, not a trip
+    assert b.open_until == 61 and b.consecutive == 3
+
+
 def test_failure_rate_over_the_window_opens() -> None:
     b = CircuitBreaker(BreakerSettings(failure_threshold=100, failure_rate=0.5, min_requests=4, window=10))
     b.record_success(0)
@@ -123,7 +136,9 @@ class BreakerMachine(RuleBasedStateMachine):
     @rule()
     def call(self) -> None:
         was = self.b.state
+        due = self.b.probe_due(self.now)
         ticket = self.b.allow(self.now)
+        assert due == (ticket == PROBE), "probe_due must predict exactly when allow() hands out the probe"
         if ticket:
             self.inflight.append(ticket == PROBE)
         elif was == "closed":
@@ -132,7 +147,7 @@ class BreakerMachine(RuleBasedStateMachine):
     @precondition(lambda self: bool(self.inflight))
     @rule(
         which=st.integers(min_value=0),
-        outcome=st.sampled_from(["ok", "down", "429", "bad", "cancel"]),
+        outcome=st.sampled_from(["ok", "down", "429", "bad", "cancel", "shared_probe_failed", "auth"]),
         retry_after=st.one_of(st.none(), st.floats(min_value=0, max_value=50, allow_nan=False)),
     )
     def finish(self, which: int, outcome: str, retry_after: float | None) -> None:
@@ -145,6 +160,13 @@ class BreakerMachine(RuleBasedStateMachine):
             self.b.record_failure(self.now, errors.RateLimitedError("rl", retry_after=retry_after), probe=probe)
         elif outcome == "cancel":
             self.b.release(self.now, probe=probe)
+        elif outcome == "shared_probe_failed":
+            before = self.b.state
+            self.b.trip(self.now, errors.RateLimitedError("rl", retry_after=retry_after), probe=probe)
+            assert self.b.state == ("auth_failed" if before == "auth_failed" else "open")
+        elif outcome == "auth":
+            self.b.record_failure(self.now, errors.AuthenticationError("key"), probe=probe)
+            assert self.b.state == "auth_failed"
         else:
             self.b.record_failure(self.now, errors.BadRequestError("bad"), probe=probe)
 

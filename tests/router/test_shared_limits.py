@@ -7,86 +7,18 @@ import logging
 import socket
 import subprocess
 import sys
-import uuid
-from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
+from fakes.replicas import REDIS_URL, Frozen, replica, req
 from fakes.scripted import ScriptedProvider, Step, unavailable
 from polyroute import ChatRequest, Message, Router
 from polyroute.config import build_router
 from polyroute.config.schema import Settings
 from polyroute.errors import ConfigError
 from polyroute.router.breaker import BreakerSettings
-from polyroute.router.policy import Deployment, RoutingPolicy
+from polyroute.router.policy import Deployment
 from polyroute.router.shared import SharedState
-
-REDIS_URL = "redis://127.0.0.1:6379/0"
-
-
-def _redis_reason() -> str | None:
-    try:
-        import redis
-    except ImportError:
-        return "redis-py is not installed (pip install 'polyroute[redis]')"
-    try:
-        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=0.5, socket_timeout=0.5).ping()
-    except redis.RedisError as exc:
-        return f"no Redis on 127.0.0.1:6379 ({type(exc).__name__}); `.ci/run` starts one"
-    return None
-
-
-class Frozen:
-    """A clock that does not move: buckets never refill, so admissions are exact."""
-
-    def __init__(self, now: float = 1_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def prefix() -> Iterator[str]:
-    """A key prefix of this test's own, and every key under it deleted afterwards."""
-    reason = _redis_reason()
-    if reason is not None:
-        pytest.skip(reason)
-    import redis
-
-    name = f"polyroute-test-{uuid.uuid4().hex}"
-    yield name
-    client = redis.Redis.from_url(REDIS_URL)
-    keys = list(client.scan_iter(match=f"{name}:*"))
-    if keys:
-        client.delete(*keys)
-    client.close()
-
-
-def req(**kw: object) -> ChatRequest:
-    return ChatRequest(model="chat", messages=[Message.user("hi")], **kw)  # type: ignore[arg-type]
-
-
-def replica(
-    shared: SharedState, limited: Deployment, *, fallback: bool = True, breaker: BreakerSettings | None = None
-) -> tuple[Router, ScriptedProvider, ScriptedProvider]:
-    """One replica: alias ``chat`` = the limited ``a:m`` then (optionally) ``b:m``."""
-    router = Router(shared=shared, clock=Frozen(), breaker=breaker, timeout=5)
-    router.add_alias("chat", [limited, *(["b:m"] if fallback else [])], policy=RoutingPolicy(strategy="ordered"))
-    a = router.register(ScriptedProvider("a"))
-    b = router.register(ScriptedProvider("b"))
-    assert isinstance(a, ScriptedProvider) and isinstance(b, ScriptedProvider)
-    return router, a, b
-
-
-@pytest.fixture
-async def pair(prefix: str) -> AsyncIterator[tuple[SharedState, SharedState]]:
-    """Two replicas' shared state on one Redis, with a frozen limit clock."""
-    clock = Frozen()
-    one, two = SharedState(REDIS_URL, prefix=prefix, clock=clock), SharedState(REDIS_URL, prefix=prefix, clock=clock)
-    yield one, two
-    await one.aclose()
-    await two.aclose()
 
 
 async def test_two_replicas_enforce_one_combined_rpm_limit(pair: tuple[SharedState, SharedState]) -> None:

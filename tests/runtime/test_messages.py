@@ -9,6 +9,7 @@ import pytest
 
 from fakes.scripted import Step
 from polyroute import errors
+from polyroute.router.policy import HedgePolicy, RoutingPolicy
 from polyroute.types import ChatRequest
 from runtime.support import EchoProvider, client_for, make_router, settings_for
 
@@ -102,6 +103,21 @@ async def test_fallback_answers_when_the_primary_fails(tmp_path: Path) -> None:
     assert r.json()["provider"] == "fake"
     assert r.headers["x-polyroute-provider"] == "fake"
     assert [(a["provider"], a["outcome"]) for a in r.json()["attempts"]] == [("primary", "error"), ("fake", "ok")]
+
+
+async def test_a_hedged_reply_reports_both_calls_and_what_they_cost(tmp_path: Path) -> None:
+    slow, fast = EchoProvider("slow", [Step(delay=5)]), EchoProvider("fake")
+    router = make_router(slow, fast, aliases={"hedged": ["slow:big", "fake:small"]})
+    router.set_policy("hedged", RoutingPolicy(hedge=HedgePolicy(delay=0.05, budget=1.0)))
+    async with client_for(router, settings_for(tmp_path)) as client:
+        url = await _session(client, model="hedged")
+        reply = (await client.post(f"{url}/messages", json={"content": "hi"})).json()
+        stored = (await client.get(f"{url}/messages")).json()["data"][-1]
+    assert reply["provider"] == "fake" and slow.cancelled == 1
+    loser, winner = reply["attempts"]
+    assert (loser["outcome"], loser["usageEstimated"], winner["outcome"]) == ("cancelled", True, "ok")
+    assert reply["totalUsage"]["totalTokens"] == reply["usage"]["totalTokens"] + loser["usage"]["totalTokens"]
+    assert stored["totalUsage"] == reply["totalUsage"]
 
 
 async def test_fallback_models_list_is_tried_in_order(tmp_path: Path) -> None:

@@ -115,6 +115,11 @@ async def test_failure_after_tokens_stores_an_incomplete_reply(tmp_path: Path) -
         ]
         assert stored[1]["messageId"] == details["incompleteMessageId"]
         assert stored[1]["error"]["code"] == "stream_interrupted"
+        # who wrote the partial reply, every attempt, and what it cost (estimated: never reported)
+        assert (stored[1]["provider"], stored[1]["model"]) == ("fake", "small")
+        assert [(a["provider"], a["outcome"]) for a in stored[1]["attempts"]] == [("fake", "error")]
+        assert stored[1]["attempts"][0]["usageEstimated"] is True
+        assert stored[1]["usage"]["completionTokens"] == 2 and stored[1]["totalUsage"] == stored[1]["usage"]
         assert (await client.get(url)).json()["state"] == "error"
         # the session is not stuck: the next message is answered, with the partial reply as context
         r = await client.post(f"{url}/messages?stream=true", json={"content": "again"})

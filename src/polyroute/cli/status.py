@@ -29,6 +29,8 @@ def _ms(value: Any) -> str:
 def render(health: dict[str, Any], *, title: str) -> Table:
     """A table of the ``RouterHealth.to_dict()`` shape."""
     load = f"{health['inFlight']}/{health['maxConcurrency']} in flight, {health['waiting']} waiting"
+    if health.get("sharedState"):
+        load += f", shared state {health['sharedState']}"
     table = Table(title=f"{title}: {load}")
     for column in ("deployment", "state", "errors", "calls", "busy", "latency ms", "ttft ms", "last error"):
         table.add_column(column)
@@ -36,9 +38,14 @@ def render(health: dict[str, Any], *, title: str) -> Table:
         style = _STATE_STYLE.get(d["state"], "white")
         retry = f" ({d['retryInMs'] / 1000:.0f}s)" if d["retryInMs"] else ""
         key = f" [dim]key {d['keyId']}[/dim]" if d["keyId"] else ""
+        state = f"[{style}]{d['state']}{retry}[/{style}]"
+        remote = d.get("remoteState")  # servers before shared probes did not send it
+        if remote:
+            wait = f" {d['remoteRetryInMs'] / 1000:.0f}s" if d.get("remoteRetryInMs") else ""
+            state += f"\n[{_STATE_STYLE.get(remote, 'white')}]{remote} on another replica{wait}[/]"
         table.add_row(
             f"{d['provider']}:{d['model']}{key}",
-            f"[{style}]{d['state']}{retry}[/{style}]",
+            state,
             f"{d['errorRate'] * 100:.0f}% of {d['windowCalls']}",
             f"{d['calls']} ({d['failures']} failed)",
             str(d["inFlight"]),

@@ -121,6 +121,12 @@ class CircuitBreaker:
         self.probing = True
         return PROBE
 
+    def probe_due(self, now: float) -> bool:
+        """Would :meth:`allow` hand out the probe now? (Without taking it.)"""
+        if not self.settings.enabled or self.probing:
+            return False
+        return self.state == "half_open" or (self.state == "open" and now >= self.open_until)
+
     def retry_in(self, now: float) -> float:
         """Seconds until an open circuit lets a probe through (0.0 when not open)."""
         return max(0.0, self.open_until - now) if self.state == "open" else 0.0
@@ -159,6 +165,23 @@ class CircuitBreaker:
         elif self.state == "open":
             # a call admitted before the circuit opened failed late: only ever extend
             self._open(now, advised)
+
+    def trip(self, now: float, error: BaseException, *, probe: bool = False) -> None:
+        """Open now, whatever the counts say: a probe shared by every replica failed.
+
+        One replica's probe speaks for all of them, so the circuit it was probing must open
+        again here too, even on a replica whose own breaker had seen nothing. Neutral and
+        auth errors are recorded as usual instead.
+        """
+        if classify(error) != "failure" or self.state == "auth_failed":
+            self.record_failure(now, error, probe=probe)
+            return
+        if probe:
+            self.probing = False
+        self.last_error = type(error).__name__
+        self._record(now, failed=True)
+        self.consecutive += 1
+        self._open(now, getattr(error, "retry_after", None))
 
     def release(self, now: float, *, probe: bool = False) -> None:
         """The admitted call ended saying nothing about the deployment (cancelled): free its probe."""

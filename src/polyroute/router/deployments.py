@@ -106,7 +106,8 @@ class DeploymentState:
         if self.tpm is not None:
             self.tpm.adjust(tokens, now)
 
-    def snapshot(self, now: float) -> DeploymentHealth:
+    def snapshot(self, now: float, remote: tuple[str | None, float] = (None, 0.0)) -> DeploymentHealth:
+        """This deployment right now; ``remote`` is what other replicas said (shared state)."""
         b = self.breaker
         rate, window = b.error_rate(now)
         state = b.state
@@ -130,6 +131,8 @@ class DeploymentState:
             ttft_p50=self.ttft.percentile(50),
             last_error=b.last_error,
             opened=b.opened,
+            remote_state=remote[0],
+            remote_retry_in=remote[1],
         )
 
 

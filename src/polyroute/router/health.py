@@ -76,6 +76,15 @@ class DeploymentHealth:
     last_error: str | None
     #: how many times the circuit opened since start
     opened: int
+    #: what other replicas said through shared state: open | half_open | auth_failed (None: nothing)
+    remote_state: str | None = None
+    #: seconds until a circuit another replica opened may be probed
+    remote_retry_in: float = 0.0
+
+    @property
+    def callable(self) -> bool:
+        """Would a call be sent here now (or a probe, once its lease is won)?"""
+        return self.state in ("closed", "half_open") and self.remote_state not in ("open", "auth_failed")
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -96,6 +105,8 @@ class DeploymentHealth:
             "ttftP50Ms": _ms(self.ttft_p50),
             "lastError": self.last_error,
             "opened": self.opened,
+            "remoteState": self.remote_state,
+            "remoteRetryInMs": _ms(self.remote_retry_in),
         }
 
 
@@ -113,7 +124,7 @@ class RouterHealth:
     @property
     def healthy(self) -> bool:
         """True when at least one deployment would accept a call (or none is known yet)."""
-        return not self.deployments or any(d.state in ("closed", "half_open") for d in self.deployments)
+        return not self.deployments or any(d.callable for d in self.deployments)
 
     def to_dict(self) -> dict[str, Any]:
         body = {

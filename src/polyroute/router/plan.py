@@ -16,7 +16,8 @@ from polyroute import errors
 from polyroute.router.breaker import PROBE, REJECT, classify
 from polyroute.router.deployments import DeploymentState
 from polyroute.router.policy import RoutingPolicy
-from polyroute.types import Attempt, ModelRef
+from polyroute.router.tokens import estimated_usage, usage_total
+from polyroute.types import Attempt, ChatRequest, EmbeddingRequest, ModelRef, Usage
 
 if TYPE_CHECKING:
     from polyroute.router.router import Registration, Router
@@ -29,30 +30,72 @@ log = logging.getLogger("polyroute.router")
 class Pick:
     """An admitted candidate: its registration and state, and how it got here."""
 
-    __slots__ = ("note", "probe", "ref", "reg", "retry", "state", "waited")
+    __slots__ = ("note", "probe", "ref", "reg", "retry", "shared_probe", "state", "waited")
 
-    def __init__(self, ref: ModelRef, reg: Registration, state: DeploymentState, *, probe: bool = False) -> None:
+    def __init__(
+        self,
+        ref: ModelRef,
+        reg: Registration,
+        state: DeploymentState,
+        *,
+        probe: bool = False,
+        shared_probe: bool = False,
+    ) -> None:
         self.ref = ref
         self.reg = reg
         self.state = state
         #: this call is its deployment's half-open probe (its outcome closes or re-opens the circuit)
         self.probe = probe
+        #: ... and holds the replicas' shared probe lease (its outcome is published to all of them)
+        self.shared_probe = shared_probe
         self.retry = 0
         self.waited = 0.0
         self.note: str | None = None
 
 
+def release(router: Router, pick: Pick) -> None:
+    """The admitted call ended saying nothing about the deployment (cancelled): free its probe slot."""
+    pick.state.breaker.release(router.clock(), probe=pick.probe)
+    if pick.shared_probe and router.shared is not None:
+        pick.shared_probe = False
+        router.shared.release_probe(pick.state.shared_id)
+
+
+#: what the synchronous admission answers when only a Redis round trip can decide
+ROUND_TRIP = 0.0
+
+
 class CallPlan:
-    __slots__ = ("_deferred", "attempts", "calls", "chain", "deadline", "index", "last", "policy", "router", "tokens")
+    __slots__ = (
+        "_deferred",
+        "attempts",
+        "calls",
+        "chain",
+        "deadline",
+        "index",
+        "last",
+        "policy",
+        "request",
+        "router",
+        "tokens",
+    )
 
     def __init__(
-        self, router: Router, chain: list[ModelRef], policy: RoutingPolicy, deadline: float, tokens: int
+        self,
+        router: Router,
+        chain: list[ModelRef],
+        policy: RoutingPolicy,
+        deadline: float,
+        tokens: int,
+        request: ChatRequest | EmbeddingRequest,
     ) -> None:
         self.router = router
         self.chain = chain
         self.policy = policy
         self.deadline = deadline
+        #: tokens debited from a deployment's tpm bucket at admission (settled after the call)
         self.tokens = tokens
+        self.request = request
         self.index = 0
         self.calls = 0
         self.attempts: list[Attempt] = []
@@ -79,8 +122,9 @@ class CallPlan:
     def _admit(self, ref: ModelRef) -> Pick | float | None:
         """A Pick, None (skipped and recorded), or seconds until our own rpm/tpm limit allows it.
 
-        With shared state a limited deployment needs a Redis round trip, which this
-        synchronous check cannot make: it answers 0.0 and :meth:`_admit_async` decides.
+        With shared state, a limited deployment (shared buckets) and one due for a probe
+        (the replicas' one probe lease) need a Redis round trip, which this synchronous check
+        cannot make: it answers :data:`ROUND_TRIP` and :meth:`_admit_async` decides.
         """
         got = self._prepare(ref)
         if got is None:
@@ -88,9 +132,12 @@ class CallPlan:
         reg, state = got
         now = self.router.clock()
         limited = state.rpm is not None or state.tpm is not None
+        shared = self.router.shared
+        if shared is not None and (
+            limited or state.breaker.probe_due(now) or shared.remote_state(state.shared_id)[0] == "half_open"
+        ):
+            return ROUND_TRIP
         if limited:
-            if self.router.shared is not None:
-                return 0.0
             wait = state.limit_wait(self.tokens, now)
             if wait > 0:
                 return wait
@@ -102,45 +149,70 @@ class CallPlan:
         return Pick(ref, reg, state, probe=ticket == PROBE)
 
     async def _admit_async(self, ref: ModelRef) -> Pick | float | None:
-        """:meth:`_admit`, checking a limited deployment against the replicas' shared buckets.
+        """:meth:`_admit`, deciding with the replicas' shared state what only Redis knows.
 
-        One Redis round trip; when Redis is unavailable this replica's own buckets decide.
-        Either way the local buckets are debited too, so they are current if Redis goes away.
+        A probe first takes the shared probe lease (another replica holding it means skip);
+        a limited deployment is checked against the shared buckets. One round trip each;
+        when Redis is unavailable this replica's own breaker and buckets decide. Either way
+        the local buckets are debited too, so they are current if Redis goes away.
         """
         got = self._admit(ref)
         shared = self.router.shared
-        if shared is None or not isinstance(got, float) or got > 0:
+        if shared is None or not isinstance(got, float) or got > ROUND_TRIP:
             return got
         reg = self.router._registry[ref.provider]
         state = self.router.deployments.get(ref.provider, ref.model_id)
         ticket = self._ticket(ref, state, self.router.clock())
         if not ticket:
             return None
+        pick = Pick(ref, reg, state, probe=ticket == PROBE)
+        if pick.probe or shared.remote_state(state.shared_id)[0] == "half_open":
+            lease = max(1.0, self.deadline - asyncio.get_running_loop().time())
+            won = await shared.claim_probe(state.shared_id, lease)
+            if won is False:
+                release(self.router, pick)
+                message = "circuit half-open: another replica's probe call is in flight"
+                self.attempts.append(
+                    Attempt(ref.provider, ref.model_id, "skipped", error="CircuitOpen", message=message)
+                )
+                return None
+            pick.shared_probe = won is True
+        if state.rpm is None and state.tpm is None:
+            return pick
         wait = await shared.admit(state.shared_id, state.rpm, state.tpm, self.tokens)
         now = self.router.clock()
         if wait is None:
             wait = state.limit_wait(self.tokens, now)
         if wait > 0:
-            state.breaker.release(now, probe=ticket == PROBE)
+            release(self.router, pick)
             return wait
         state.take_limits(self.tokens, now)
-        return Pick(ref, reg, state, probe=ticket == PROBE)
+        return pick
 
     def _ticket(self, ref: ModelRef, state: DeploymentState, now: float) -> int:
-        """The breaker's answer (0: skipped and recorded), including circuits other replicas opened."""
+        """The breaker's answer (0: skipped and recorded), including what other replicas said."""
         ticket = state.breaker.allow(now)
         if not ticket:
             self.attempts.append(self._circuit_skip(ref, state, now))
             return ticket
         shared = self.router.shared
         if shared is not None:
-            remote = shared.remote_open(state.shared_id)
-            if remote > 0:
+            remote, seconds = shared.remote_state(state.shared_id)
+            if remote in ("open", "auth_failed"):
                 state.breaker.release(now, probe=ticket == PROBE)
-                message = f"circuit opened by another replica; next probe in {remote:.3g}s"
-                self.attempts.append(
-                    Attempt(ref.provider, ref.model_id, "skipped", error="CircuitOpen", message=message)
-                )
+                if remote == "open":
+                    error, message = "CircuitOpen", f"circuit opened by another replica; next probe in {seconds:.3g}s"
+                else:
+                    log.warning(
+                        "%s:%s skipped: another replica's call was refused with its key (id %s); "
+                        "set a new key to use it again",
+                        ref.provider,
+                        ref.model_id,
+                        state.key_id,
+                    )
+                    error = "AuthFailed"
+                    message = "its key was refused on another replica; skipped until the key changes"
+                self.attempts.append(Attempt(ref.provider, ref.model_id, "skipped", error=error, message=message))
                 return REJECT
         return ticket
 
@@ -185,12 +257,12 @@ class CallPlan:
         if got is not None:
             self._deferred.append((got, self.index, ref))
             if got > 0:
+                error = "LocalRateLimit"
                 message = f"over our rpm/tpm limit for it (a slot frees in {got:.3g}s); trying the others first"
             else:
-                message = "its shared rpm/tpm limit needs a round trip; trying the others first"
-            self.attempts.append(
-                Attempt(ref.provider, ref.model_id, "skipped", error="LocalRateLimit", message=message)
-            )
+                error = "Deferred"
+                message = "its shared limit or probe lease needs a round trip; trying the others first"
+            self.attempts.append(Attempt(ref.provider, ref.model_id, "skipped", error=error, message=message))
         return None
 
     async def next(self) -> Pick | None:
@@ -237,33 +309,76 @@ class CallPlan:
 
     # ------------------------------------------------------------------ outcomes
 
-    def succeeded(self, pick: Pick, elapsed: float, *, outcome: str = "ok", note: str | None = None) -> Attempt:
-        state = pick.state
+    def succeeded(
+        self,
+        pick: Pick,
+        elapsed: float,
+        *,
+        usage: Usage | None = None,
+        outcome: str = "ok",
+        note: str | None = None,
+    ) -> Attempt:
+        """Record an answer: the breaker closes (everywhere, for a shared probe) and tpm settles to ``usage``."""
+        state, shared = pick.state, self.router.shared
         was = state.breaker.state
-        state.breaker.record_success(self.router.clock(), probe=pick.probe)
-        if was != "closed" and self.router.shared is not None and state.breaker.state == "closed":
-            self.router.shared.publish_closed(state.shared_id)
+        now = self.router.clock()
+        state.breaker.record_success(now, probe=pick.probe)
+        if shared is not None and (pick.shared_probe or (was != "closed" and state.breaker.state == "closed")):
+            pick.shared_probe = False
+            shared.publish_closed(state.shared_id)
         state.latency.add(elapsed)
+        if usage is not None and state.tpm is not None:
+            self._settle(state, usage, now)
         if pick.note:
             note = f"{pick.note}; {note}" if note else pick.note
         attempt = Attempt(
-            pick.ref.provider, pick.ref.model_id, "ok", elapsed, retry=pick.retry, waited=pick.waited, note=note
+            pick.ref.provider,
+            pick.ref.model_id,
+            "ok",
+            elapsed,
+            retry=pick.retry,
+            waited=pick.waited,
+            note=note,
+            usage=usage,
         )
         if outcome == "resumed":
             attempt.outcome = "resumed"
         self.attempts.append(attempt)
         return attempt
 
+    def _settle(self, state: DeploymentState, usage: Usage, now: float) -> None:
+        """Correct the tpm debit made at admission (an estimate) to the tokens the call reported."""
+        actual = usage_total(usage)
+        if actual <= 0 or state.tpm is None:
+            return
+        delta = actual - self.tokens
+        if delta:
+            state.tpm.adjust(delta, now)
+            if self.router.shared is not None:
+                self.router.shared.settle(state.shared_id, state.tpm, delta)
+
     def failed(self, pick: Pick, exc: errors.PolyrouteError, elapsed: float) -> Attempt:
-        """Record a failed call against its deployment (breaker, counters) and in the attempts."""
-        ref, state = pick.ref, pick.state
+        """Record a failed call against its deployment (breaker, counters, shared state) and in the attempts."""
+        ref, state, shared = pick.ref, pick.state, self.router.shared
         state.failures += 1
         breaker, now = state.breaker, self.router.clock()
         until = breaker.open_until
-        breaker.record_failure(now, exc, probe=pick.probe)
-        if breaker.open_until > until and self.router.shared is not None and breaker.state == "open":
-            self.router.shared.publish_open(state.shared_id, breaker.retry_in(now))
-        if classify(exc) == "auth":
+        verdict = classify(exc)
+        if pick.shared_probe:
+            # the replicas' one probe failed: open here too, which publishes the new deadline
+            breaker.trip(now, exc, probe=pick.probe)
+        else:
+            breaker.record_failure(now, exc, probe=pick.probe)
+        if shared is not None:
+            if breaker.open_until > until and breaker.state == "open":
+                pick.shared_probe = False
+                shared.publish_open(state.shared_id, breaker.retry_in(now))
+            elif verdict == "auth":
+                pick.shared_probe = False
+                shared.publish_auth(state.shared_id)
+            elif pick.shared_probe:
+                release(self.router, pick)
+        if verdict == "auth":
             log.warning(
                 "%s:%s refused its key (id %s): %s; skipping it until the key changes",
                 ref.provider,
@@ -287,11 +402,26 @@ class CallPlan:
         self.last = exc
         return attempt
 
-    def cancelled(self, pick: Pick, elapsed: float, note: str) -> None:
+    def cancelled(self, pick: Pick, elapsed: float, note: str) -> Attempt:
+        """Record a call we closed ourselves (a hedge loser); :meth:`bill` then says what it cost."""
         ref = pick.ref
-        self.attempts.append(
-            Attempt(ref.provider, ref.model_id, "cancelled", elapsed, retry=pick.retry, waited=pick.waited, note=note)
+        attempt = Attempt(
+            ref.provider, ref.model_id, "cancelled", elapsed, retry=pick.retry, waited=pick.waited, note=note
         )
+        self.attempts.append(attempt)
+        return attempt
+
+    def bill(self, attempt: Attempt, reported: Usage | None = None, text: str = "", pieces: int = 0) -> None:
+        """Charge ``attempt`` what its provider billed without answering (a hedge loser, a broken stream).
+
+        The provider's own count when it sent one before the call ended; otherwise our
+        estimate (the prompt plus ``text``, the output it had streamed), flagged as such.
+        """
+        if reported is not None and usage_total(reported) > 0:
+            attempt.usage = reported
+            return
+        attempt.usage = estimated_usage(self.request, text, pieces)
+        attempt.usage_estimated = True
 
     def decide(self, pick: Pick, exc: errors.PolyrouteError) -> float | None:
         """After :meth:`failed`: seconds to wait before retrying ``pick``, None to move on; raises to stop."""

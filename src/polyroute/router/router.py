@@ -36,6 +36,7 @@ from polyroute.router.plan import CallPlan
 from polyroute.router.policy import DEFAULT_POLICY, Deployment, RoutingPolicy, ref_key
 from polyroute.router.retry import RetryPolicy
 from polyroute.router.streaming import stream_walk
+from polyroute.router.tokens import prompt_tokens
 from polyroute.router.walk import walk
 from polyroute.types import (
     Attempt,
@@ -69,13 +70,6 @@ class Registration:
     provider: Provider
     limiter: Limiter | None
     timeout: float | None
-
-
-def _prompt_tokens(request: ChatRequest | EmbeddingRequest) -> int:
-    """A rough token count (4 characters a token), for tpm limits and cost estimates."""
-    if isinstance(request, EmbeddingRequest):
-        return sum(len(t) for t in request.input) // 4 + 1
-    return sum(len(m.text) for m in request.messages) // 4 + 1
 
 
 class Router:
@@ -223,7 +217,7 @@ class Router:
             return expand_chain(model, fallbacks, self.aliases)
         balancer = self._balancer
         session = request.metadata.get("session_id") if isinstance(request, ChatRequest) else None
-        prompt = _prompt_tokens(request) if self._need_tokens else 0
+        prompt = prompt_tokens(request) if self._need_tokens else 0
         output = request.max_tokens if isinstance(request, ChatRequest) else 1
 
         def reorder(alias: str, entries: Sequence[ModelSpec]) -> Sequence[ModelSpec]:
@@ -249,13 +243,25 @@ class Router:
         return self.default_policy
 
     def finish(self, result: ChatResponse | EmbeddingResponse, attempts: list[Attempt], latency: float) -> None:
-        """Stamp a successful result with its latency, attempts, and cost summed over attempts."""
+        """Stamp a successful result with its latency, attempts, and usage and cost summed over attempts.
+
+        ``usage`` stays the answer's own; ``total_usage`` adds every other attempt a provider
+        billed (hedge losers, a stream cut short before a resume), so a hedged call costs
+        what it really cost.
+        """
         result.latency = latency
         result.attempts = attempts
         for attempt in reversed(attempts):
             if attempt.outcome in ("ok", "resumed") and attempt.usage is None:
                 attempt.usage = result.usage
                 break
+        total_usage = Usage.model_construct(
+            prompt_tokens=0, completion_tokens=0, total_tokens=0, cached_tokens=0, reasoning_tokens=0
+        )
+        for attempt in attempts:
+            if attempt.usage is not None:
+                total_usage = total_usage + attempt.usage
+        result.total_usage = total_usage
         if self.prices is not None:
             total: float | None = 0.0
             for attempt in attempts:
@@ -283,7 +289,11 @@ class Router:
             if reg is not None:
                 state.check_key(getattr(reg.provider, "api_key", None))
         now = self.clock()
-        rows = sorted((s.snapshot(now) for s in self.deployments), key=lambda d: (d.provider, d.model))
+        shared = self.shared
+        rows = sorted(
+            (s.snapshot(now, shared.remote_state(s.shared_id) if shared else (None, 0.0)) for s in self.deployments),
+            key=lambda d: (d.provider, d.model),
+        )
         return RouterHealth(
             in_flight=self.limiter.in_flight,
             max_concurrency=self.limiter.limit,
@@ -333,7 +343,7 @@ class Router:
         """Seconds to wait before retrying the same candidate, or None to move on."""
         if calls >= self.retry.max_attempts:
             return None
-        wait = self.retry.wait_before_retry(retry + 1, exc)
+        wait = self.retry.wait_before_retry(retry + 1, exc, self._balancer.rng)
         if wait is None or asyncio.get_running_loop().time() + wait >= deadline:
             return None
         return wait
@@ -349,10 +359,10 @@ class Router:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + (request.timeout or self.timeout)
         chain = self.candidates(request.model, request.fallbacks, request=request, streaming=streaming)
-        tokens = _prompt_tokens(request) if self._need_tokens else 1
+        tokens = prompt_tokens(request) if self._need_tokens else 1
         if isinstance(request, ChatRequest) and self._need_tokens:
             tokens += request.max_tokens or 0
-        return CallPlan(self, chain, self.policy_for(request.model), deadline, tokens)
+        return CallPlan(self, chain, self.policy_for(request.model), deadline, tokens, request)
 
     # ------------------------------------------------------------------ calls
 

@@ -1,10 +1,14 @@
-"""Router state shared by replicas through Redis: rpm/tpm limits and open circuits.
+"""Router state shared by replicas through Redis: rpm/tpm limits, circuits, probes, refused keys.
 
 Per-process token buckets and breakers multiply with replicas: three replicas with a
-500 rpm limit send 1500 rpm. With a :class:`SharedState` the buckets live in Redis, checked
-and debited atomically by one Lua script per admission (one round trip, only for
-deployments that have limits), and a replica whose circuit opens publishes the deadline so
-the others skip the deployment too.
+500 rpm limit send 1500 rpm, and three breakers send three probes to a provider that is
+still down. With a :class:`SharedState` the buckets live in Redis, checked and debited
+atomically by one Lua script per admission (one round trip, only for deployments that have
+limits) and settled to the real token count when the call reports it; a replica whose
+circuit opens publishes the deadline so the others skip the deployment too; once that
+deadline passes, replicas take a probe lease (``SET NX PX``) so exactly one of them probes
+while the others keep skipping; and a key a provider refused is skipped by every replica
+using the same key.
 
 Redis is an optimisation, never a dependency of a call: every command runs under a short
 timeout, and when Redis is unreachable or slow the router falls back to its local buckets
@@ -26,96 +30,19 @@ from typing import TYPE_CHECKING, Any, Literal
 import orjson
 
 from polyroute.errors import ConfigError
+from polyroute.router import _redis_scripts as scripts
 
 if TYPE_CHECKING:
     from polyroute.router.ratelimit import TokenBucket
 
-__all__ = ["SharedState", "SharedStatus"]
+__all__ = ["RemoteState", "SharedState", "SharedStatus"]
 
 log = logging.getLogger("polyroute.router")
 
 SharedStatus = Literal["idle", "ok", "degraded"]
 
-#: check-and-consume over an rpm and a tpm bucket (either may be absent: rate 0).
-#: KEYS: rpm bucket, tpm bucket. ARGV: now ("" = Redis TIME), rpm rate, rpm capacity,
-#: tpm rate, tpm capacity, tokens. Returns "0" (admitted, both debited) or the seconds
-#: until both buckets hold enough (nothing debited), as in ``TokenBucket.wait``/``adjust``.
-_ADMIT = """
-local now = tonumber(ARGV[1])
-if not now then
-  if redis.replicate_commands then redis.replicate_commands() end
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-end
-local need = {1, tonumber(ARGV[6])}
-local level, stamp = {}, {}
-local wait = 0
-for i = 1, 2 do
-  local rate, cap = tonumber(ARGV[2 * i]), tonumber(ARGV[2 * i + 1])
-  if rate > 0 then
-    local v = redis.call('HMGET', KEYS[i], 'l', 's')
-    local l, s = tonumber(v[1]), tonumber(v[2])
-    if not l then l, s = cap, now end
-    if now > s then l = math.min(cap, l + (now - s) * rate); s = now end
-    level[i], stamp[i] = l, s
-    local missing = math.min(need[i], cap) - l
-    if missing > 0 and missing / rate > wait then wait = missing / rate end
-  end
-end
-if wait > 0 then return tostring(wait) end
-for i = 1, 2 do
-  if level[i] then
-    local rate, cap = tonumber(ARGV[2 * i]), tonumber(ARGV[2 * i + 1])
-    local l = level[i] - need[i]
-    redis.call('HSET', KEYS[i], 'l', tostring(l), 's', tostring(stamp[i]))
-    redis.call('PEXPIRE', KEYS[i], math.ceil((cap - l) / rate * 1000) + 1000)
-  end
-end
-return '0'
-"""
-
-#: open circuits live in one sorted set (deployment -> deadline in Redis ms) plus a hash
-#: (deployment -> the replica that opened it), so a starting replica loads them in one call.
-_NOW_MS = """
-if redis.replicate_commands then redis.replicate_commands() end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-"""
-
-#: publish an open circuit, keeping the later deadline.
-#: KEYS: set, origins. ARGV: deployment, ms, message, channel, origin.
-_OPEN = (
-    _NOW_MS
-    + """
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-local ms = tonumber(ARGV[2])
-local old = tonumber(redis.call('ZSCORE', KEYS[1], ARGV[1]))
-if not old or old < now + ms then
-  redis.call('ZADD', KEYS[1], now + ms, ARGV[1])
-  redis.call('HSET', KEYS[2], ARGV[1], ARGV[5])
-end
-for i = 1, 2 do
-  if redis.call('PTTL', KEYS[i]) < ms then redis.call('PEXPIRE', KEYS[i], ms) end
-end
-redis.call('PUBLISH', ARGV[4], ARGV[3])
-return 1
-"""
-)
-
-#: every circuit still open: a flat list of deployment, ms left, origin. KEYS: set, origins.
-_LOAD = (
-    _NOW_MS
-    + """
-local out = {}
-local rows = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. now, '+inf', 'WITHSCORES')
-for i = 1, #rows, 2 do
-  out[#out + 1] = rows[i]
-  out[#out + 1] = tostring(tonumber(rows[i + 1]) - now)
-  out[#out + 1] = redis.call('HGET', KEYS[2], rows[i]) or ''
-end
-return out
-"""
-)
+#: what the other replicas say about a deployment (None: nothing)
+RemoteState = Literal["open", "half_open", "auth_failed"]
 
 
 class SharedState:
@@ -124,7 +51,9 @@ class SharedState:
     ``prefix`` namespaces every key and the breaker channel (replicas that should share
     limits use the same prefix). ``timeout`` bounds each Redis command; past it the call
     goes on with local limits. ``clock`` (wall seconds, the same on every replica) replaces
-    Redis's own ``TIME`` in the limit script; tests use it to freeze refills.
+    Redis's own ``TIME`` in the limit scripts; tests use it to freeze refills. ``auth_ttl``
+    is how long a key refused on one replica is skipped by the others (each replica's own
+    breaker keeps skipping it until the key changes, as without shared state).
     """
 
     def __init__(
@@ -135,6 +64,7 @@ class SharedState:
         timeout: float = 0.05,
         retry_interval: float = 1.0,
         warn_interval: float = 60.0,
+        auth_ttl: float = 3600.0,
         clock: Callable[[], float] | None = None,
     ) -> None:
         try:
@@ -143,25 +73,30 @@ class SharedState:
             raise ConfigError("shared router state needs redis-py: pip install 'polyroute[redis]'") from None
         if not url.startswith(("redis://", "rediss://", "unix://")):
             raise ConfigError(f"shared router state: expected a redis:// URL, got {url.partition(':')[0]!r}")
+        if auth_ttl <= 0:
+            raise ConfigError("shared router state: auth_ttl must be positive")
         self.url = url
         self.prefix = prefix
         self.timeout = timeout
         self.retry_interval = retry_interval
         self.warn_interval = warn_interval
+        self.auth_ttl = auth_ttl
         self.clock = clock
         self.origin = uuid.uuid4().hex
         self.channel = f"{prefix}:breaker"
         self._client: Any = None
-        self._admit: Any = None
-        self._open: Any = None
-        self._keys = [f"{prefix}:open", f"{prefix}:open:by"]
+        self._scripts: dict[str, Any] = {}
+        self._open_key, self._origins_key, self._auth_key = f"{prefix}:open", f"{prefix}:open:by", f"{prefix}:auth"
         self._closing = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._status: SharedStatus = "idle"
         self._down_until = 0.0
         self._warned_at = -float("inf")
-        #: deployment id -> monotonic deadline of a circuit another replica opened
+        #: deployment id -> monotonic deadline of a circuit another replica opened; kept past
+        #: the deadline (half-open) until a probe anywhere closes it
         self._remote: dict[str, float] = {}
+        #: deployment id -> monotonic time until which its key counts as refused elsewhere
+        self._auth: dict[str, float] = {}
         self._listener: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -188,8 +123,8 @@ class SharedState:
                 socket_connect_timeout=self.timeout,
                 retry=Retry(NoBackoff(), 0),
             )
-            self._admit = self._client.register_script(_ADMIT)
-            self._open = self._client.register_script(_OPEN)
+            names = ("ADMIT", "OPEN", "SETTLE", "RELEASE", "CLOSE", "AUTH")
+            self._scripts = {name: self._client.register_script(getattr(scripts, name)) for name in names}
         return self._client
 
     def _available(self) -> bool:
@@ -208,6 +143,12 @@ class SharedState:
                 exc,
             )
 
+    def _now_arg(self) -> str:
+        return "" if self.clock is None else repr(self.clock())
+
+    def _lease(self, deployment: str) -> str:
+        return f"{self.prefix}:probe:{deployment}"
+
     # ------------------------------------------------------------------ limits
 
     async def admit(
@@ -223,9 +164,8 @@ class SharedState:
         self._connect()
         self._ensure_listener()
         base = f"{self.prefix}:limit:{deployment}"
-        now = "" if self.clock is None else repr(self.clock())
         args = (
-            now,
+            self._now_arg(),
             rpm.rate if rpm else 0,
             rpm.capacity if rpm else 0,
             tpm.rate if tpm else 0,
@@ -234,39 +174,100 @@ class SharedState:
         )
         try:
             async with asyncio.timeout(self.timeout):
-                answer = await self._admit(keys=[f"{base}:rpm", f"{base}:tpm"], args=args)
+                answer = await self._scripts["ADMIT"](keys=[f"{base}:rpm", f"{base}:tpm"], args=args)
         except Exception as exc:  # any Redis trouble means local limits, never a failed call
             self._failed("rate limit", exc)
             return None
         self._status = "ok"
         return float(answer)
 
+    def settle(self, deployment: str, tpm: TokenBucket, delta: float) -> None:
+        """Correct the shared tpm bucket by ``delta`` tokens (real - debited), in the background."""
+        if delta:
+            key = f"{self.prefix}:limit:{deployment}:tpm"
+            self._spawn(self._run("SETTLE", "rate limit", [key], (self._now_arg(), tpm.rate, tpm.capacity, delta)))
+
     # ------------------------------------------------------------------ breakers
 
-    def remote_open(self, deployment: str) -> float:
-        """Seconds until a circuit another replica opened for ``deployment`` ends (0.0: none).
+    def remote_state(self, deployment: str) -> tuple[RemoteState | None, float]:
+        """What other replicas said about ``deployment``, and seconds until an open circuit may be probed.
 
         A dict lookup: the breaker channel is followed in the background, so admission never
-        waits for Redis to learn about circuits.
+        waits for Redis to learn about circuits. ``half_open`` means a circuit another
+        replica opened has passed its deadline and no probe has closed it yet: calling it
+        needs the probe lease (:meth:`claim_probe`).
         """
         self._ensure_listener()
+        auth = self._auth.get(deployment)
+        now = time.monotonic()
+        if auth is not None:
+            if auth > now:
+                return "auth_failed", 0.0
+            del self._auth[deployment]
         until = self._remote.get(deployment)
         if until is None:
-            return 0.0
-        now = time.monotonic()
-        if until <= now:
-            del self._remote[deployment]
-            return 0.0
-        return until - now
+            return None, 0.0
+        if until > now:
+            return "open", until - now
+        return "half_open", 0.0
+
+    def remote_open(self, deployment: str) -> float:
+        """Seconds until a circuit another replica opened for ``deployment`` may be probed (0.0: none)."""
+        state, seconds = self.remote_state(deployment)
+        return seconds if state == "open" else 0.0
+
+    def forget(self, deployment: str) -> None:
+        """Drop what other replicas said about ``deployment`` (this replica's probe just answered)."""
+        self._remote.pop(deployment, None)
+
+    async def claim_probe(self, deployment: str, seconds: float) -> bool | None:
+        """Take the one probe lease of ``deployment`` for ``seconds``.
+
+        True: this replica probes; False: another replica's probe is in flight (skip it);
+        None: Redis is unavailable (this replica's own breaker decides alone). The lease
+        expires by itself, so a replica that dies mid-probe blocks the others only until then.
+        """
+        if not self._available():
+            return None
+        client = self._connect()
+        self._ensure_listener()
+        try:
+            async with asyncio.timeout(self.timeout):
+                won = await client.set(self._lease(deployment), self.origin, nx=True, px=max(1, round(seconds * 1000)))
+        except Exception as exc:
+            self._failed("probe lease", exc)
+            return None
+        self._status = "ok"
+        return bool(won)
+
+    def release_probe(self, deployment: str) -> None:
+        """Give the probe lease back (the probe said nothing about the deployment), in the background."""
+        self._spawn(self._run("RELEASE", "probe lease", [self._lease(deployment)], (self.origin,)))
 
     def publish_open(self, deployment: str, seconds: float) -> None:
         """Tell the other replicas ``deployment``'s circuit is open for ``seconds`` (in the background)."""
         if seconds > 0:
-            self._spawn(self._publish(deployment, "open", seconds))
+            ms = max(1, round(seconds * 1000))
+            keys = [self._open_key, self._origins_key, self._lease(deployment)]
+            args = (deployment, ms, self._message(deployment, "open", ms), self.channel, self.origin)
+            self._spawn(self._run("OPEN", "breaker", keys, args))
 
     def publish_closed(self, deployment: str) -> None:
-        """Tell the other replicas a probe succeeded: ``deployment``'s circuit is closed again."""
-        self._spawn(self._publish(deployment, "closed", 0.0))
+        """Tell the other replicas a probe succeeded: ``deployment`` is callable again everywhere."""
+        self.forget(deployment)
+        keys = [self._open_key, self._origins_key, self._auth_key, self._lease(deployment)]
+        args = (deployment, self._message(deployment, "closed", 0), self.channel, self.origin)
+        self._spawn(self._run("CLOSE", "breaker", keys, args))
+
+    def publish_auth(self, deployment: str) -> None:
+        """Tell the other replicas the provider refused ``deployment``'s key (they skip it for ``auth_ttl``)."""
+        ms = max(1, round(self.auth_ttl * 1000))
+        keys = [self._auth_key, self._lease(deployment)]
+        args = (deployment, ms, self._message(deployment, "auth", ms), self.channel, self.origin)
+        self._spawn(self._run("AUTH", "breaker", keys, args))
+
+    def _message(self, deployment: str, state: str, ms: int) -> bytes:
+        return orjson.dumps({"d": deployment, "s": state, "ms": ms, "o": self.origin})
 
     def _spawn(self, coro: Any) -> None:
         try:
@@ -277,23 +278,17 @@ class SharedState:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _publish(self, deployment: str, state: str, seconds: float) -> None:
+    async def _run(self, script: str, what: str, keys: list[str], args: tuple[Any, ...]) -> None:
+        """One background script call; trouble only degrades shared state, never a call."""
         if not self._available():
             return
-        client = self._connect()
+        self._connect()
         self._ensure_listener()
-        ms = max(1, round(seconds * 1000))
-        message = orjson.dumps({"d": deployment, "s": state, "ms": ms, "o": self.origin})
         try:
             async with asyncio.timeout(self.timeout):
-                if state == "open":
-                    await self._open(keys=self._keys, args=(deployment, ms, message, self.channel, self.origin))
-                else:
-                    async with client.pipeline(transaction=True) as pipe:
-                        pipe.zrem(self._keys[0], deployment).hdel(self._keys[1], deployment)
-                        await pipe.publish(self.channel, message).execute()
+                await self._scripts[script](keys=keys, args=args)
         except Exception as exc:
-            self._failed("breaker", exc)
+            self._failed(what, exc)
 
     async def start(self) -> None:
         """Follow the breaker channel now and wait until subscribed (else it starts on first use)."""
@@ -303,7 +298,7 @@ class SharedState:
 
     async def flush(self) -> None:
         """Wait for the circuit transitions published in the background (tests, shutdown)."""
-        if self._tasks:
+        while self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
     def _ensure_listener(self) -> None:
@@ -326,7 +321,7 @@ class SharedState:
             try:
                 async with client.pubsub(ignore_subscribe_messages=True) as pubsub:
                     await pubsub.subscribe(self.channel)
-                    await self._load_open(client)
+                    await self._load(client)
                     self._ready.set()
                     self._status = "ok"
                     # short polls, because redis-py can swallow a cancellation mid-command
@@ -349,14 +344,18 @@ class SharedState:
         task = asyncio.current_task()
         return self._closing or (task is not None and task.cancelling() > 0)
 
-    async def _load_open(self, client: Any) -> None:
+    async def _load(self, client: Any) -> None:
+        """Circuits still open and keys still refused, as other replicas recorded them."""
         async with asyncio.timeout(max(self.timeout, 1.0)):
-            rows = await client.eval(_LOAD, 2, *self._keys)
+            rows = await client.eval(scripts.LOAD, 3, self._open_key, self._origins_key, self._auth_key)
         now = time.monotonic()
-        for i in range(0, len(rows) - 2, 3):
-            if rows[i + 2] != self.origin.encode():
-                name = rows[i].decode()
-                self._remote[name] = max(self._remote.get(name, 0.0), now + float(rows[i + 1]) / 1000)
+        for i in range(0, len(rows) - 3, 4):
+            kind, name, ms, origin = rows[i].decode(), rows[i + 1].decode(), float(rows[i + 2]), rows[i + 3]
+            until = now + ms / 1000
+            if kind == "auth":
+                self._auth[name] = max(self._auth.get(name, 0.0), until)
+            elif origin != self.origin.encode():
+                self._remote[name] = max(self._remote.get(name, 0.0), until)
 
     def _on_message(self, data: Any) -> None:
         try:
@@ -366,11 +365,14 @@ class SharedState:
             return
         if origin == self.origin:
             return
+        until = time.monotonic() + ms / 1000
         if state == "closed":
             self._remote.pop(deployment, None)
+            self._auth.pop(deployment, None)
         elif state == "open":
-            until = time.monotonic() + ms / 1000
             self._remote[deployment] = max(self._remote.get(deployment, 0.0), until)
+        elif state == "auth":
+            self._auth[deployment] = max(self._auth.get(deployment, 0.0), until)
 
     # ------------------------------------------------------------------ lifecycle
 

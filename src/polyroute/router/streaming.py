@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from polyroute import errors
 from polyroute.router.hedging import HedgeBudget, cancel_all, hedge_delay
-from polyroute.router.plan import CallPlan, Pick
+from polyroute.router.plan import CallPlan, Pick, release
 from polyroute.router.walk import wrap_unexpected
 from polyroute.types import ChatRequest, ChatResponse, ChatStreamEvent, Message, ToolCall, Usage
 
@@ -42,7 +42,7 @@ def resume_request(request: ChatRequest, partial: str) -> ChatRequest:
 class StreamRun:
     """One candidate's stream under the router's first-token, idle and total deadlines."""
 
-    __slots__ = ("committed", "deadline", "pick", "request", "router", "started", "text", "tool_calls")
+    __slots__ = ("committed", "deadline", "pick", "request", "router", "started", "text", "tool_calls", "usage")
 
     def __init__(self, router: Router, pick: Pick, request: ChatRequest, deadline: float) -> None:
         self.router = router
@@ -53,6 +53,8 @@ class StreamRun:
         self.committed = False
         self.text: list[str] = []
         self.tool_calls: list[ToolCall] = []
+        #: the token counts the provider reported so far (None: none yet)
+        self.usage: Usage | None = None
 
     def _timeout(self, kind: errors.TimeoutKind, seconds: float) -> errors.TimeoutError:
         what = {"first_token": "no first token", "idle": "no stream event", "total": "the stream did not finish"}.get(
@@ -75,7 +77,6 @@ class StreamRun:
         finished = False
         held: list[ChatStreamEvent] = []
         text, tool_calls = self.text, self.tool_calls
-        usage: Usage | None = None
         first_gap = router.first_token_timeout or math.inf
         idle_gap = router.idle_timeout or math.inf
         try:
@@ -114,7 +115,7 @@ class StreamRun:
                     if event.tool_call is not None:
                         tool_calls.append(event.tool_call)
                 elif etype == "usage":
-                    usage = event.usage
+                    self.usage = event.usage
                 elif etype == "error":
                     raise event.error or errors.StreamInterruptedError(
                         "the provider reported an error",
@@ -123,7 +124,7 @@ class StreamRun:
                         model=ref.model_id,
                     )
                 if etype == "end":
-                    usage = event.usage or usage
+                    usage = self.usage = event.usage or self.usage
                     message = Message.model_construct(
                         role="assistant",
                         content="".join(text) or None,
@@ -164,7 +165,7 @@ class StreamRun:
                     held.append(event)
         except (asyncio.CancelledError, GeneratorExit):
             if not finished:
-                state.breaker.release(router.clock(), probe=pick.probe)
+                release(router, pick)
             raise
         finally:
             state.in_flight -= 1
@@ -218,7 +219,7 @@ async def _race(
             other = StreamRun(router, second, router._apply_ref(request, second.ref), run.deadline)
             gens[other] = other.events()
             tasks[asyncio.create_task(_first(gens[other]))] = other
-    note = f"hedge: raced after {delay:.3g}s; usage counts this answer only" if len(tasks) > 1 else None
+    note = f"hedge: raced after {delay:.3g}s; total_usage adds the loser's" if len(tasks) > 1 else None
     try:
         while tasks:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
@@ -231,9 +232,10 @@ async def _race(
                     await cancel_all(losers)
                     for loser in losers.values():
                         await _close(gens[loser])
-                        plan.cancelled(
+                        lost = plan.cancelled(
                             loser.pick, loop.time() - loser.started, f"hedge: lost to {racer.pick.ref}; closed"
                         )
+                        plan.bill(lost, loser.usage, "".join(loser.text), len(loser.text))
                     return racer, _prepend(task.result(), gens.pop(racer)), note
                 await _close(gens[racer])
                 if not isinstance(exc, errors.PolyrouteError):
@@ -296,16 +298,23 @@ async def stream_walk(router: Router, plan: CallPlan, request: ChatRequest) -> A
                                     message.content = partial + (
                                         message.content if isinstance(message.content, str) else ""
                                     )
-                                    note = f"resumed after {len(partial)} chars; usage counts this call only"
+                                    note = f"resumed after {len(partial)} chars; total_usage adds the broken stream's"
                                 plan.succeeded(
-                                    pick, loop.time() - run.started, outcome="resumed" if partial else "ok", note=note
+                                    pick,
+                                    loop.time() - run.started,
+                                    usage=event.response.usage,
+                                    outcome="resumed" if partial else "ok",
+                                    note=note,
                                 )
                                 router.finish(event.response, plan.attempts, loop.time() - start)
                                 event.attempts = plan.attempts
                             yield event
                     return
                 except errors.PolyrouteError as exc:
-                    plan.failed(pick, exc, loop.time() - run.started)
+                    broke = plan.failed(pick, exc, loop.time() - run.started)
+                    if run.committed:
+                        # output reached the caller, so the provider billed it: say what it cost
+                        plan.bill(broke, run.usage, "".join(run.text), len(run.text))
                     if run.committed or partial:
                         resumable = resumable and not run.tool_calls
                         partial += "".join(run.text)

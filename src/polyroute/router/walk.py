@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, TypeVar
 from polyroute import errors
 from polyroute.providers.base import CallLimits
 from polyroute.router.hedging import HedgeBudget, cancel_all, hedge_delay
-from polyroute.router.plan import CallPlan, Pick
+from polyroute.router.plan import CallPlan, Pick, release
 from polyroute.types import ChatResponse, EmbeddingResponse, ModelRef
 
 if TYPE_CHECKING:
@@ -64,7 +64,7 @@ async def _attempt(router: Router, pick: Pick, deadline: float, call: Call[T]) -
     except errors.PolyrouteError:
         raise
     except asyncio.CancelledError:
-        state.breaker.release(router.clock(), probe=pick.probe)
+        release(router, pick)
         raise
     except Exception as caught:
         raise wrap_unexpected(caught, ref, streaming=False) from caught
@@ -103,10 +103,12 @@ async def _race(
                     await cancel_all(losers)
                     who = str(pick.ref)
                     for loser in losers.values():
-                        plan.cancelled(loser, loop.time() - started[loser], f"hedge: lost to {who}; closed")
-                    note = f"hedge: raced after {delay:.3g}s; usage counts this answer only" if hedged else None
-                    plan.succeeded(pick, elapsed, note=note)
-                    return task.result()
+                        lost = plan.cancelled(loser, loop.time() - started[loser], f"hedge: lost to {who}; closed")
+                        plan.bill(lost)
+                    result = task.result()
+                    note = f"hedge: raced after {delay:.3g}s; total_usage adds the loser's" if hedged else None
+                    plan.succeeded(pick, elapsed, usage=result.usage, note=note)
+                    return result
                 if not isinstance(exc, errors.PolyrouteError):
                     raise exc
                 plan.failed(pick, exc, elapsed)
@@ -150,7 +152,7 @@ async def walk(router: Router, plan: CallPlan, call: Call[T]) -> T:
                     if not plan.retry_same(pick, wait):
                         break
                     continue
-                plan.succeeded(pick, loop.time() - now)
+                plan.succeeded(pick, loop.time() - now, usage=result.usage)
                 router.finish(result, plan.attempts, loop.time() - start)
                 return result
     finally:

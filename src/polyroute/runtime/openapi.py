@@ -49,9 +49,10 @@ _ANY_OBJ = {"type": "object", "additionalProperties": True}
 _NULL_OBJ = {"type": ["object", "null"], "additionalProperties": True}
 
 
-def _open(props: dict[str, Any]) -> dict[str, Any]:
-    """An object whose listed fields are always present; more may be added without notice."""
-    return {"type": "object", "properties": props, "required": list(props), "additionalProperties": True}
+def _open(props: dict[str, Any], optional: tuple[str, ...] = ()) -> dict[str, Any]:
+    """An object whose listed fields (but ``optional``) are always present; more may be added without notice."""
+    required = [name for name in props if name not in optional]
+    return {"type": "object", "properties": props, "required": required, "additionalProperties": True}
 
 
 def _page(item: str) -> dict[str, Any]:
@@ -69,6 +70,8 @@ _MESSAGE_PROPS: dict[str, Any] = {
     "toolCallId": _S_NULL,
     "finishReason": _S_NULL,
     "usage": {"oneOf": [_ref("UsageOut"), {"type": "null"}]},
+    # usage summed over every attempt a provider billed (hedge losers, a stream cut short)
+    "totalUsage": {"oneOf": [_ref("UsageOut"), {"type": "null"}]},
     "provider": _S_NULL,
     "model": _S_NULL,
     "attempts": {"type": ["array", "null"], "items": _ref("AttemptOut")},
@@ -141,7 +144,9 @@ RESPONSE_SCHEMAS: dict[str, dict[str, Any]] = {
             "waitedMs": {"type": "number"},
             "note": _S_NULL,
             "usage": {"oneOf": [_ref("UsageOut"), {"type": "null"}]},
-        }
+            "usageEstimated": {"type": "boolean"},
+        },
+        optional=("usageEstimated",),  # replies stored before it existed lack it
     ),
     "RouterHealth": _open(
         {
@@ -158,6 +163,7 @@ RESPONSE_SCHEMAS: dict[str, dict[str, Any]] = {
                         "state": {"enum": ["closed", "open", "half_open", "auth_failed"]},
                         "errorRate": {"type": "number"},
                         "inFlight": _INT,
+                        "remoteState": {"enum": ["open", "half_open", "auth_failed", None]},
                     }
                 ),
             },

@@ -30,7 +30,7 @@ from polyroute.runtime.views import message_json
 from polyroute.storage import AgentRecord, NewMessage, StorageError, Turn
 from polyroute.storage.records import SessionState
 from polyroute.storage.schema import new_id
-from polyroute.types import ChatRequest, ChatResponse, Message, ToolCall
+from polyroute.types import Attempt, ChatRequest, ChatResponse, Message, ToolCall
 
 __all__ = ["reply_json", "run_turn", "stream_turn", "turn_headers"]
 
@@ -186,6 +186,7 @@ async def _stream(
     calls: list[ToolCall] = []
     response: ChatResponse | None = None
     failure: ApiError | None = None
+    tried: list[Attempt] = []
     try:
         async with aclosing(runtime.router.stream(request)) as events:
             async for ev in events:
@@ -199,6 +200,7 @@ async def _stream(
                     response = ev.response
     except errors.PolyrouteError as exc:
         failure = api_error_from(exc)
+        tried = exc.attempts
     except asyncio.CancelledError:
         # Swallowed on purpose: this task was cancelled to stop the model call, and still has
         # to store what arrived. uncancel() keeps later awaits in this task unaffected.
@@ -219,12 +221,18 @@ async def _stream(
     assert failure is not None
     body = failure.body()["error"]
     if text or calls:
+        # the candidate that broke off: who wrote the partial reply, and what it cost
+        broke = next((a for a in reversed(tried) if a.outcome == "error"), None)
         partial = NewMessage(
             id=new_id("msg"),
             role="assistant",
             content="".join(text) or None,
             tool_calls=_calls(calls),
             finish_reason="error",
+            usage=broke.usage.model_dump(by_alias=True) if broke is not None and broke.usage is not None else None,
+            provider=broke.provider if broke is not None else None,
+            model=broke.model if broke is not None else None,
+            attempts=[a.to_dict() for a in tried] or None,
             status="incomplete",
             error=body,
         )

@@ -66,6 +66,17 @@ def session_json(session: SessionRecord) -> dict[str, Any]:
     }
 
 
+_USAGE_KEYS = ("promptTokens", "completionTokens", "totalTokens", "cachedTokens", "reasoningTokens")
+
+
+def total_usage(message: MessageRecord) -> dict[str, Any] | None:
+    """Tokens summed over the reply's attempts (hedge losers, broken streams), else its own usage."""
+    billed = [a["usage"] for a in message.attempts or () if isinstance(a, dict) and isinstance(a.get("usage"), dict)]
+    if not billed:
+        return message.usage
+    return {key: sum(int(u.get(key) or 0) for u in billed) for key in _USAGE_KEYS}
+
+
 def message_json(message: MessageRecord) -> dict[str, Any]:
     return {
         "messageId": message.id,
@@ -78,6 +89,7 @@ def message_json(message: MessageRecord) -> dict[str, Any]:
         "toolCallId": message.tool_call_id,
         "finishReason": message.finish_reason,
         "usage": message.usage,
+        "totalUsage": total_usage(message),
         "provider": message.provider,
         "model": message.model,
         "attempts": message.attempts,
