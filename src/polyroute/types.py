@@ -380,6 +380,10 @@ class ChatStreamEvent:
       assembled reply with attempts) are set. ``done`` is true.
     - ``error``: the stream failed after output had reached the caller; ``error`` holds the
       typed exception (which the iterator raises right after). ``done`` is true.
+
+    The first event a router stream yields also names the candidate answering (``provider``,
+    ``model``, as registered) and carries ``attempts``: what was tried or skipped before it,
+    so a server can report the routing in its response headers before the body starts.
     """
 
     type: StreamEventType

@@ -236,6 +236,16 @@ async def test_stream_falls_back_before_the_first_token(router: Router) -> None:
     assert [a.outcome for a in events[-1].response.attempts] == ["error", "ok"]
 
 
+async def test_the_first_stream_event_names_the_answering_candidate_and_what_came_before(router: Router) -> None:
+    router.register(ScriptedProvider("a", [Step(error=unavailable("a"))]))
+    router.register(ScriptedProvider("b-provider"), name="b")  # the registration name is what callers know
+    events = await collect(router, req("a:m1", "b:m2"))
+    first = events[0]
+    assert (first.type, first.provider, first.model) == ("token", "b", "m2")
+    assert [(a.provider, a.outcome) for a in first.attempts] == [("a", "error")]  # a snapshot, taken then
+    assert events[1].attempts == []  # only the first event carries it
+
+
 async def test_stream_failure_after_a_token_is_an_error_event_then_the_exception(router: Router) -> None:
     failure = errors.StreamInterruptedError("dropped", kind="disconnect", provider="a", model="m1")
     router.register(ScriptedProvider("a", [Step(error=failure, fail_after=1)]))

@@ -165,6 +165,18 @@ async def test_stream_failing_before_the_first_token_is_a_plain_http_error(tmp_p
     assert r.json()["error"]["code"] == "all_candidates_failed"
 
 
+async def test_stream_headers_name_the_streaming_candidate_and_what_failed_before_it(tmp_path: Path) -> None:
+    from runtime.support import client_for
+
+    down = EchoProvider("down", [Step(error=errors.ProviderUnavailableError("boom", provider="down", status=503))])
+    body = {"model": "down:x", "fallbacks": ["fake:small"], "messages": USER, "stream": True}
+    async with client_for(make_router(down, EchoProvider("fake")), settings_for(tmp_path)) as client:
+        r = await client.post("/v1/chat/completions", json=body)
+    assert r.status_code == 200
+    assert r.headers["x-polyroute-provider"] == "fake"
+    assert r.headers["x-polyroute-attempts"] == "down:x=error(ProviderUnavailableError 503), fake:small=streaming"
+
+
 @pytest.mark.parametrize("encoding", ["float", "base64"])
 async def test_embeddings(client: httpx.AsyncClient, encoding: str) -> None:
     r = await client.post(

@@ -97,6 +97,26 @@ async def test_failure_before_any_token_is_an_error_event_and_stores_the_user_me
         assert (await client.get(url)).json()["state"] == "error"
 
 
+async def test_stream_headers_name_the_streaming_candidate_and_what_failed_before_it(tmp_path: Path) -> None:
+    down = EchoProvider("down", [Step(error=errors.ProviderUnavailableError("boom", provider="down", status=503))])
+    async with client_for(make_router(down, EchoProvider("fake")), settings_for(tmp_path)) as client:
+        agent = {"name": "a", "model": "down:big", "config": {"fallbackModel": "fake:small"}}
+        aid = (await client.post("/agents", json=agent)).json()["agentId"]
+        sid = (await client.post(f"/agents/{aid}/sessions", json={})).json()["sessionId"]
+        url = f"/agents/{aid}/sessions/{sid}"
+        r = await client.post(f"{url}/messages?stream=true", json={"content": "hi"})
+    assert parse_sse(r.text)[-1][0] == "end"
+    assert r.headers["x-polyroute-provider"] == "fake"
+    assert r.headers["x-polyroute-attempts"] == "down:big=error(ProviderUnavailableError 503), fake:small=streaming"
+
+
+def test_header_tokens_say_retries_and_waits() -> None:
+    from polyroute.runtime.turns import turn_headers
+
+    row = {"provider": "a", "model": "m", "outcome": "ok", "retry": 2, "waitedMs": 1250.0}
+    assert turn_headers("a", [row])["x-polyroute-attempts"] == "a:m=ok[retry 2][waited 1.25s]"
+
+
 async def test_failure_after_tokens_stores_an_incomplete_reply(tmp_path: Path) -> None:
     broken = errors.StreamInterruptedError("dropped", kind="disconnect", provider="fake", model="small")
     fake = EchoProvider("fake", [Step(tokens=["Hel", "lo", " there"], error=broken, fail_after=2)])

@@ -260,6 +260,7 @@ async def stream_walk(router: Router, plan: CallPlan, request: ChatRequest) -> A
     resumable = policy.resume
     current = request
     stop: errors.PolyrouteError | None = None
+    told = False  # the caller's first event says who answers and what was tried before it
     await router.limiter.acquire(plan.deadline)
     try:
         while stop is None and (pick := await plan.next()) is not None:
@@ -308,6 +309,11 @@ async def stream_walk(router: Router, plan: CallPlan, request: ChatRequest) -> A
                                 )
                                 router.finish(event.response, plan.attempts, loop.time() - start)
                                 event.attempts = plan.attempts
+                            elif not told:
+                                # a snapshot: the list grows as the call goes on
+                                event.attempts = list(plan.attempts)
+                                event.provider, event.model = pick.ref.provider, pick.ref.model_id
+                            told = True
                             yield event
                     return
                 except errors.PolyrouteError as exc:

@@ -31,7 +31,7 @@ async def post_message(request: Request) -> Response:
     inbound = body.to_messages()
     stream = body.stream or wants_stream(request.query_params, request.headers.get("accept"))
     if stream:
-        return stream_turn(runtime, agent, session.id, inbound).response()
+        return await stream_turn(runtime, agent, session.id, inbound)
     turn = await run_turn(runtime, agent, session.id, inbound)
     reply = turn.messages[-1]
     return JSONResponse(reply_json(turn), headers=turn_headers(reply.provider, reply.attempts or ()))

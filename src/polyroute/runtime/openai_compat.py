@@ -72,7 +72,7 @@ async def chat_completions(request: Request) -> Response:
 
 async def _stream(runtime: Runtime, chat: ChatRequest, writer: ChunkWriter) -> Response:
     pump = Pump()
-    answered: dict[str, Any] = {}
+    answered: dict[str, str] = {}  # the x-polyroute-* headers, known at the first event
 
     async def produce(pump: Pump) -> None:
         started = False
@@ -88,7 +88,12 @@ async def _stream(runtime: Runtime, chat: ChatRequest, writer: ChunkWriter) -> R
                 async for ev in events:
                     if not started:
                         started = True
-                        answered["provider"] = ev.provider
+                        if ev.type == "end" and ev.response is not None:
+                            answered.update(turn_headers(ev.response.provider, ev.response.attempts))
+                        else:
+                            answered.update(
+                                turn_headers(ev.provider, ev.attempts, streaming=f"{ev.provider}:{ev.model}")
+                            )
                         pump.send(writer.role())
                     if ev.type == "token":
                         pump.send(writer.token(ev.delta))
@@ -111,8 +116,7 @@ async def _stream(runtime: Runtime, chat: ChatRequest, writer: ChunkWriter) -> R
 
     pump.start(runtime, produce)
     await pump.first()  # raises the ApiError of an early failure: a plain HTTP error response
-    headers = {"x-polyroute-provider": answered["provider"]} if answered.get("provider") else {}
-    return pump.response(headers)
+    return pump.response(answered)
 
 
 async def embeddings(request: Request) -> Response:

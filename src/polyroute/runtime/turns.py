@@ -21,6 +21,8 @@ from collections.abc import Sequence
 from contextlib import aclosing
 from typing import Any
 
+from starlette.responses import StreamingResponse
+
 from polyroute import errors
 from polyroute.runtime.errors import ApiError, api_error_from, storage_api_error
 from polyroute.runtime.history import build_context, chat_request
@@ -101,16 +103,23 @@ def _attempt_token(attempt: Any) -> str:
     token = f"{row.get('provider')}:{row.get('model')}={row.get('outcome')}" + (f"({why})" if why else "")
     if row.get("retry"):
         token += f"[retry {row['retry']}]"
+    if row.get("waitedMs"):
+        token += f"[waited {row['waitedMs'] / 1000:.3g}s]"
     # header values must stay printable ASCII whatever a model id contains
     return token.encode("ascii", "replace").decode().replace(",", ";")
 
 
-def turn_headers(provider: str | None, attempts: Sequence[Any]) -> dict[str, str]:
-    """Which provider answered, and every candidate tried or skipped on the way (in order)."""
-    return {
-        "x-polyroute-provider": provider or "",
-        "x-polyroute-attempts": ", ".join(_attempt_token(a) for a in attempts),
-    }
+def turn_headers(provider: str | None, attempts: Sequence[Any], *, streaming: str | None = None) -> dict[str, str]:
+    """Which provider answered, and every candidate tried or skipped on the way (in order).
+
+    A stream's headers leave before it ends: ``streaming`` (``provider:model``) names the
+    candidate whose stream the body carries, listed last as ``=streaming``; the final
+    ``end`` (or ``error``) event holds the complete attempts.
+    """
+    tokens = [_attempt_token(a) for a in attempts]
+    if streaming:
+        tokens.append(f"{streaming}=streaming".encode("ascii", "replace").decode().replace(",", ";"))
+    return {"x-polyroute-provider": provider or "", "x-polyroute-attempts": ", ".join(tokens)}
 
 
 async def _persist(
@@ -152,20 +161,24 @@ async def run_turn(runtime: Runtime, agent: AgentRecord, session_id: str, inboun
         )
 
 
-def stream_turn(runtime: Runtime, agent: AgentRecord, session_id: str, inbound: Sequence[Message]) -> Pump:
-    """Start a streaming turn; the returned pump's body is the SSE stream.
+async def stream_turn(
+    runtime: Runtime, agent: AgentRecord, session_id: str, inbound: Sequence[Message]
+) -> StreamingResponse:
+    """Run a streaming turn; the response's body is the SSE stream.
 
     Events: ``token`` (``{"delta"}``) per text delta, ``toolCall`` per complete tool call, then
     either ``end`` (the stored reply, as the non-streaming POST returns it) or ``error``
-    (``{"error": {...}, "status"}``).
+    (``{"error": {...}, "status"}``). The response starts with the first event, so its
+    ``x-polyroute-*`` headers can name the candidate streaming and those tried before it.
     """
     pump = Pump()
+    headers: dict[str, str] = {}
 
     async def produce(pump: Pump) -> None:
         try:
             async with runtime.locks.hold(session_id):
                 request = await _prepare(runtime, agent, session_id, inbound)
-                await _stream(runtime, pump, session_id, inbound, request)
+                await _stream(runtime, pump, session_id, inbound, request, headers)
         except StorageError as exc:
             api = storage_api_error(exc)
             pump.send(event("error", {**api.body(), "status": api.status}))
@@ -176,12 +189,19 @@ def stream_turn(runtime: Runtime, agent: AgentRecord, session_id: str, inbound: 
             )
 
     pump.start(runtime, produce)
-    return pump
+    await pump.first()
+    return pump.response(headers)
 
 
 async def _stream(
-    runtime: Runtime, pump: Pump, session_id: str, inbound: Sequence[Message], request: ChatRequest
+    runtime: Runtime,
+    pump: Pump,
+    session_id: str,
+    inbound: Sequence[Message],
+    request: ChatRequest,
+    headers: dict[str, str],
 ) -> None:
+    """Relay the router's stream as SSE and store the turn; fills ``headers`` before the first event."""
     text: list[str] = []
     calls: list[ToolCall] = []
     response: ChatResponse | None = None
@@ -190,6 +210,8 @@ async def _stream(
     try:
         async with aclosing(runtime.router.stream(request)) as events:
             async for ev in events:
+                if not headers and ev.type != "end":
+                    headers.update(turn_headers(ev.provider, ev.attempts, streaming=f"{ev.provider}:{ev.model}"))
                 if ev.type == "token":
                     text.append(ev.delta)
                     pump.send(event("token", {"delta": ev.delta}))
@@ -216,9 +238,13 @@ async def _stream(
         turn = await _persist(
             runtime, session_id, [*_user_rows(inbound), _reply_row(response)], state="active", error=None
         )
+        headers.setdefault("x-polyroute-provider", response.provider)
+        headers.setdefault("x-polyroute-attempts", turn_headers(None, response.attempts)["x-polyroute-attempts"])
         pump.send(event("end", reply_json(turn)))
         return
     assert failure is not None
+    if not headers:
+        headers.update(turn_headers(None, tried))
     body = failure.body()["error"]
     if text or calls:
         # the candidate that broke off: who wrote the partial reply, and what it cost
