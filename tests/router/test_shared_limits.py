@@ -196,6 +196,11 @@ def test_configuration_and_environment_select_shared_state(monkeypatch: pytest.M
     assert from_env is not None and from_env.url == "redis://127.0.0.1:6380/1"
     with pytest.raises(ConfigError, match="redis://"):
         SharedState("http://127.0.0.1:6379")
+    spelled_out = {"sharedState": {"url": REDIS_URL, "prefix": "prod-eu", "authTtl": 600}}
+    shared = build_router(Settings.model_validate({"runtime": {"router": spelled_out}}), {}).shared
+    assert shared is not None and (shared.url, shared.prefix, shared.auth_ttl) == (REDIS_URL, "prod-eu", 600)
+    with pytest.raises(ValueError, match="authTtl|auth_ttl"):
+        Settings.model_validate({"runtime": {"router": {"sharedState": {"url": REDIS_URL, "authTtl": 0}}}})
 
 
 def test_the_router_imports_redis_only_when_shared_state_is_configured() -> None:

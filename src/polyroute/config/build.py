@@ -11,7 +11,7 @@ import importlib
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from polyroute.config.schema import AliasSettings, ProviderSettings, Settings
+from polyroute.config.schema import AliasSettings, ProviderSettings, Settings, SharedStateSettings
 from polyroute.errors import ConfigError
 from polyroute.pricing import load_prices
 from polyroute.providers.base import Provider
@@ -123,14 +123,15 @@ def disabled_providers(settings: Settings) -> list[str]:
     return [name for name, cfg in settings.providers.items() if not cfg.enabled]
 
 
-def _shared_state(url: str | None, source: str) -> SharedState | None:
+def _shared_state(spec: str | SharedStateSettings | None, source: str) -> SharedState | None:
     """Redis-backed limits and circuits when a URL is configured (redis is imported only then)."""
-    if not url:
+    if not spec:
         return None
     from polyroute.router.shared import SharedState
 
+    options = spec if isinstance(spec, SharedStateSettings) else SharedStateSettings(url=spec)
     try:
-        return SharedState(url)
+        return SharedState(options.url, prefix=options.prefix, auth_ttl=options.auth_ttl)
     except ConfigError as exc:
         raise ConfigError(f"{source}: runtime.router.sharedState: {exc}") from None
 

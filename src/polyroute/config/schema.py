@@ -138,6 +138,16 @@ class AliasSettings(_Section):
         return [d.model for d in self.deployments] + list(self.fallbacks)
 
 
+class SharedStateSettings(_Section):
+    """Where replicas share limits, circuits, probe leases and refused keys (the object form of ``sharedState``)."""
+
+    url: str
+    #: namespaces every key and the channel: replicas that share state use the same prefix
+    prefix: str = Field(default="polyroute", min_length=1)
+    #: seconds a key refused on one replica is skipped by the others
+    auth_ttl: float = Field(default=3600.0, gt=0)
+
+
 class RouterSettings(_Section):
     max_concurrency: int = Field(default=64, ge=1)
     max_provider_concurrency: int | None = Field(default=None, ge=1)
@@ -150,9 +160,10 @@ class RouterSettings(_Section):
     max_attempts: int = Field(default=10, ge=1, le=50)
     max_retry_after: float = Field(default=30.0, ge=0)
     breaker: BreakerConfig = Field(default_factory=BreakerConfig)
-    #: ``redis://host:port/db``: rpm/tpm limits and open circuits shared by every replica
-    #: (``POLYROUTE_REDIS_URL`` when unset; neither: per process)
-    shared_state: str | None = None
+    #: ``redis://host:port/db`` (or ``{url, prefix, authTtl}``): rpm/tpm limits, open circuits,
+    #: probe leases and refused keys shared by every replica (``POLYROUTE_REDIS_URL`` when
+    #: unset; neither: per process)
+    shared_state: str | SharedStateSettings | None = None
 
 
 class PriceSettings(_Section):
