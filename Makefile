@@ -4,16 +4,32 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 PIP     = $(BIN)/python -m pip
 
-.PHONY: install install-dev serve test lint bench bench-quick bench-smoke bench-install
+.PHONY: llama install install-dev serve test lint bench bench-quick bench-smoke bench-install
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --upgrade pip
 
-install: $(BIN)/python
+# llama-cpp-python compiles llama.cpp for the CPU it is built on (-march=native). Some VMs
+# advertise Intel AMX but trap its instructions (SIGILL at the first decode), so on x86_64 the
+# AMX kernels are left out (-mno-amx-*: explicit flags win over -march=native). pip's wheel
+# cache ignores CMAKE_ARGS, so that build goes once into a wheelhouse of our own, reused by
+# every later install on this machine, and always replaces a build that came from elsewhere.
+LLAMA_VERSION ?= 0.3.36
+WHEELHOUSE    ?= $(HOME)/.cache/polyroute/wheels/llama-cpp-python-noamx
+LLAMA_NO_AMX   = -mno-amx-tile -mno-amx-int8 -mno-amx-bf16
+LLAMA_CMAKE   ?= $(if $(filter x86_64,$(shell uname -m)),-DCMAKE_C_FLAGS='$(LLAMA_NO_AMX)' -DCMAKE_CXX_FLAGS='$(LLAMA_NO_AMX)')
+
+llama: $(BIN)/python
+	@ls $(WHEELHOUSE)/llama_cpp_python-$(LLAMA_VERSION)-*.whl >/dev/null 2>&1 || \
+		CMAKE_ARGS="$(LLAMA_CMAKE)" $(PIP) wheel --no-cache-dir --no-deps -w $(WHEELHOUSE) "llama-cpp-python==$(LLAMA_VERSION)"
+	$(PIP) install --find-links $(WHEELHOUSE) "llama-cpp-python==$(LLAMA_VERSION)"
+	$(PIP) install --force-reinstall --no-deps --no-index --find-links $(WHEELHOUSE) "llama-cpp-python==$(LLAMA_VERSION)"
+
+install: llama
 	$(PIP) install -e ".[server,local]"
 
-install-dev: $(BIN)/python
+install-dev: llama
 	$(PIP) install -e ".[server,local,bedrock,structured,redis,test]"
 
 ## install, then run the HTTP runtime on the embedded default (SQLite + local SmolLM2 model)

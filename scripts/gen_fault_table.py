@@ -1,8 +1,9 @@
 """Write the fault table of docs/resilience.md from the tested matrix (``--check``: fail if stale).
 
-The table is never edited by hand. Its rows are ``CASES`` in
-``tests/router/test_faults_wire.py``, the same structure the parametrized tests iterate, so
-every documented behaviour is one that a test asserts on every wire format. Only the part
+The table is never edited by hand. Its rows are ``CASES`` in ``tests/fakes/fault_matrix.py``,
+the same structure the parametrized tests iterate (``tests/router/test_faults_wire.py`` for
+streams, ``test_faults_wire_resume.py`` with resume on, ``test_faults_wire_chat.py`` for plain
+calls), so every documented behaviour is one that a test asserts on every wire format. Only the part
 between the marker comments is rewritten; the prose around it is left alone. A test runs
 the same check, like ``scripts/gen_provider_docs.py`` for docs/providers.md.
 """
@@ -10,7 +11,7 @@ the same check, like ``scripts/gen_provider_docs.py`` for docs/providers.md.
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import importlib
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,49 +20,60 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs" / "resilience.md"
-MATRIX = ROOT / "tests" / "router" / "test_faults_wire.py"
+MATRIX = "fakes.fault_matrix"  # tests/fakes/fault_matrix.py
 START = "<!-- fault-table:start -->"
 END = "<!-- fault-table:end -->"
 
 
 def _matrix() -> ModuleType:
-    """The test module, imported by path (it imports the test fakes from ``tests/``)."""
+    """The matrix module (it imports the test fakes from ``tests/``)."""
     tests = str(ROOT / "tests")
     if tests not in sys.path:
         sys.path.insert(0, tests)
-    spec = importlib.util.spec_from_file_location("polyroute_fault_matrix", MATRIX)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve their module through sys.modules
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module(MATRIX)
 
 
-def behaviour(outcome: str, error: type[Exception] | None) -> str:
+def behaviour(outcome: str, error: type[Exception] | None, *, retries: int = 0, plain: bool = False) -> str:
+    """One cell: what the caller sees for ``outcome`` (``retries``: the run had retries on)."""
     name = f"`{error.__name__}`" if error is not None else ""
+    once = " after a single request (retries on)" if retries and outcome in ("falls back", "fails") else ""
     return {
-        "falls back": f"fallback answers; the attempt records {name}",
+        "falls back": f"fallback answers{once}; the attempt records {name}",
         "error after tokens": f"`token, token, error`, then {name} is raised; fallback not called",
-        "fails": f"{name} raised at once; fallback not called",
+        "fails": f"{name} raised at once{once}; fallback not called",
         "retries": f"waits at least Retry-After, then the same candidate answers (first attempt {name})",
-        "passes": "every token, then `end`; fallback not called",
+        "passes": "the answer; fallback not called" if plain else "every token, then `end`; fallback not called",
+        "resumes": (
+            f"`token, token`, then the fallback continues from the partial text, then `end` holding both; "
+            f"the attempts record {name} and `resumed`"
+        ),
     }[outcome]
 
 
+COLUMNS = ("before the first token", "after the first token", "after the first token, resume on", "plain call (chat)")
+
+
 def render(cases: Sequence[Any], wires: Sequence[str]) -> str:
-    """The markdown table: one row per fault and wire, one column per phase."""
-    lines = [
-        "| fault | wire | before the first token | after the first token |",
-        "|---|---|---|---|",
-    ]
+    """The markdown table: one row per fault and wire; streamed before / after the first token,
+    after it with resume on, and the same fault on a plain call."""
+    lines = ["| fault | wire | " + " | ".join(COLUMNS) + " |", "|---|---|" + "---|" * len(COLUMNS)]
     faults = list(dict.fromkeys(case.fault for case in cases))
     for fault in faults:
         for wire in wires:
-            cells = {"before": "-", "after": "-"}
+            cells = dict.fromkeys(COLUMNS, "-")
             for case in cases:
-                if case.fault == fault:
-                    cells[case.phase] = behaviour(case.outcome, case.error_for(wire))
-            lines.append(f"| {fault} | {wire} | {cells['before']} | {cells['after']} |")
+                if case.fault != fault:
+                    continue
+                error = case.error_for(wire)
+                column = COLUMNS[0] if case.phase == "before" else COLUMNS[1]
+                cells[column] = behaviour(case.outcome, error, retries=case.retries)
+                if case.resume is not None:
+                    cells[COLUMNS[2]] = behaviour(case.resume, error)
+                if case.plain is not None:
+                    p = case.plain
+                    said = behaviour(p.outcome, p.error, retries=p.retries, plain=True)
+                    cells[COLUMNS[3]] = f"{p.what}: {said}" if p.what else said
+            lines.append(f"| {fault} | {wire} | " + " | ".join(cells[c] for c in COLUMNS) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -4,13 +4,17 @@ Each test gives a handler that turns a recorded request into a :class:`Reply`: a
 headers and a body made of byte chunks, pauses and an optional abrupt disconnect. Every
 chunk is written and drained separately, so tests control exactly how a stream is split
 across TCP reads. HTTP parsing is done by h11; the server runs its own event loop in a
-thread so sync and async tests (and subprocesses) can all use it.
+thread so sync and async tests (and subprocesses) can all use it. While a reply is being
+prepared or written the server keeps reading the socket, so it notices at once when the
+client hangs up and records when on the request (:attr:`Recorded.closed_at`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -54,6 +58,9 @@ class Recorded:
     query: str
     headers: dict[str, str]
     body: bytes
+    #: ``time.monotonic()`` when the client closed the connection while this request's reply
+    #: was still being prepared or written (None: it did not, or not before the reply was sent)
+    closed_at: float | None = None
 
     def json(self) -> Any:
         return orjson.loads(self.body)
@@ -121,7 +128,7 @@ class FakeUpstream:
                 request = await self._read_request(conn, reader)
                 if request is None:
                     return
-                keep = await self._respond(conn, writer, request)
+                keep = await self._respond(conn, reader, writer, request)
                 if not keep or conn.our_state is h11.MUST_CLOSE:
                     return
                 conn.start_next_cycle()
@@ -154,11 +161,31 @@ class FakeUpstream:
             elif isinstance(event, h11.ConnectionClosed):
                 return None
 
-    async def _respond(self, conn: h11.Connection, writer: asyncio.StreamWriter, request: Recorded) -> bool:
+    @staticmethod
+    async def _watch_close(conn: h11.Connection, reader: asyncio.StreamReader, request: Recorded) -> None:
+        """Read the socket while the reply is under way; stamp ``request.closed_at`` at EOF or reset.
+
+        Bytes that arrive meanwhile (a client's next request) go to h11's buffer, exactly where
+        the request loop would have put them, so nothing is lost or reordered.
+        """
+        try:
+            while True:
+                data = await reader.read(65536)
+                if not data:
+                    break
+                conn.receive_data(data)
+        except (ConnectionError, OSError):
+            pass
+        request.closed_at = time.monotonic()
+
+    async def _respond(
+        self, conn: h11.Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: Recorded
+    ) -> bool:
         with self._lock:
             self.requests.append(request)
             self.in_flight += 1
             self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+        watcher = asyncio.create_task(self._watch_close(conn, reader, request))
         try:
             reply = self.handler(request)
             if asyncio.iscoroutine(reply) or isinstance(reply, Awaitable):
@@ -185,5 +212,8 @@ class FakeUpstream:
             await writer.drain()
             return True
         finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
             with self._lock:
                 self.in_flight -= 1

@@ -90,6 +90,16 @@ async def test_chat_posts_to_generate_content_with_key_only_in_header(
     assert sent.headers["content-type"] == "application/json"
 
 
+async def test_an_error_object_under_a_200_keeps_its_status_and_message(
+    upstream: FakeUpstream, gemini: GeminiProvider
+) -> None:
+    body = {"error": {"code": 429, "message": "Resource has been exhausted (e.g. check quota).", "status": "RESOURCE_EXHAUSTED"}}
+    upstream.handler = lambda r: Reply.json(body)
+    with pytest.raises(errors.RateLimitedError) as caught:
+        await gemini.chat(MODEL, req(), LIMITS)
+    assert "exhausted" in (caught.value.provider_message or caught.value.message)
+
+
 async def test_stream_url_has_only_alt_sse_in_query(upstream: FakeUpstream, gemini: GeminiProvider) -> None:
     await collect(gemini)
     sent = upstream.requests[-1]

@@ -105,3 +105,32 @@ async def test_finished_streams_return_their_connection_to_the_pool(upstream: Fa
             assert events[-1].type == "end"
     assert len(upstream.requests) == 5
     assert upstream.connections == 1
+
+
+async def test_the_stream_idle_timeout_does_not_cut_a_slow_plain_call(upstream: FakeUpstream) -> None:
+    """A plain call may take its whole deadline: the idle gap guards streams only."""
+    upstream.handler = slow_fake(1.0)
+    async with Router(timeout=10, idle_timeout=0.3) as router:
+        router.register(OpenAIProvider(api_key="sk-test", base_url=f"{upstream.url}/v1"))
+        response = await router.chat(request())
+    assert response.text == "Hello from the fake." and [a.outcome for a in response.attempts] == ["ok"]
+
+
+async def test_a_slow_first_byte_is_judged_by_the_first_token_timeout_not_the_idle_one(upstream: FakeUpstream) -> None:
+    upstream.handler = slow_fake(1.0)
+    async with Router(timeout=10, first_token_timeout=5, idle_timeout=0.3) as router:
+        router.register(OpenAIProvider(api_key="sk-test", base_url=f"{upstream.url}/v1"))
+        events = [e async for e in router.stream(request())]
+    assert events[-1].type == "end" and "".join(e.delta for e in events) == "Hello from the fake."
+
+
+async def test_a_renamed_registration_is_named_as_registered_everywhere(upstream: FakeUpstream) -> None:
+    upstream.handler = OpenAIFake()
+    async with Router(timeout=10) as router:
+        router.register(OpenAIProvider(api_key="sk-test", base_url=f"{upstream.url}/v1"), name="up")
+        ask = ChatRequest(model="up:gpt-4o-mini", messages=[Message.user("hi")])
+        response = await router.chat(ask)
+        events = [e async for e in router.stream(ask)]
+    assert (response.provider, response.model) == ("up", "gpt-4o-mini")
+    assert {(e.provider, e.model) for e in events} == {("up", "gpt-4o-mini")}
+    assert events[-1].response is not None and events[-1].response.provider == "up"

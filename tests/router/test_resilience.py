@@ -394,7 +394,9 @@ async def test_health_snapshot_shape() -> None:
     assert set(a) == {
         "provider", "model", "keyId", "state", "retryInMs", "consecutiveFailures", "errorRate", "windowCalls", "calls",
         "failures", "inFlight", "latencyEwmaMs", "latencyP50Ms", "ttftEwmaMs", "ttftP50Ms", "lastError", "opened",
+        "remoteState", "remoteRetryInMs",
     }  # fmt: skip
+    assert (a["remoteState"], a["remoteRetryInMs"]) == (None, 0.0)  # no shared state: nothing from other replicas
 
 
 async def test_attempt_to_dict_carries_the_note() -> None:

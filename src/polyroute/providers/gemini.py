@@ -365,6 +365,8 @@ class GeminiProvider(HTTPProvider):
     async def chat(self, model: str, request: ChatRequest, limits: CallLimits) -> ChatResponse:
         path = f"/{self._resource(model)}:generateContent"
         data = await self.post_json(path, self._payload(model, request), model, limits)
+        if "error" in data and "candidates" not in data:
+            raise error_from_payload(self.name, model, data)  # an error object under a 200: keep its message
         candidate = self._candidate(data, model)
         if candidate is None:
             raise errors.ProviderUnavailableError("the answer has no candidate", provider=self.name, model=model)

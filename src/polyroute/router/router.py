@@ -327,8 +327,14 @@ class Router:
         return min(deadline, now + limit) if limit else deadline
 
     def _limits(self, remaining: float) -> CallLimits:
-        read = self.idle_timeout if self.idle_timeout else remaining
-        return CallLimits(connect=min(self.connect_timeout, remaining), read=max(0.001, min(read, remaining)))
+        """Socket timeouts for one provider call: connect as configured, read bounded by the deadline.
+
+        The read timeout is deliberately not the stream idle timeout: a plain call may take
+        its whole deadline to answer, and a stream's first byte may take the first-token
+        timeout; the streaming walk enforces first-token and idle gaps itself, per event.
+        """
+        remaining = max(0.001, remaining)
+        return CallLimits(connect=min(self.connect_timeout, remaining), read=remaining)
 
     @staticmethod
     def _apply_ref(request: Any, ref: ModelRef) -> Any:

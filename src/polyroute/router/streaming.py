@@ -108,6 +108,8 @@ class StreamRun:
                     raise
                 except Exception as exc:
                     raise wrap_unexpected(exc, ref, streaming=True) from exc
+                # the names the caller routes by (a registration may rename its provider)
+                event.provider, event.model = ref.provider, ref.model_id
                 etype = event.type
                 if etype == "token":
                     text.append(event.delta)
@@ -143,7 +145,6 @@ class StreamRun:
                         attempts=[],
                     )
                     event.usage = event.response.usage
-                    event.provider, event.model = ref.provider, ref.model_id
                     if not self.committed:
                         self.committed = True
                         state.ttft.add(loop.time() - started)
@@ -312,7 +313,6 @@ async def stream_walk(router: Router, plan: CallPlan, request: ChatRequest) -> A
                             elif not told:
                                 # a snapshot: the list grows as the call goes on
                                 event.attempts = list(plan.attempts)
-                                event.provider, event.model = pick.ref.provider, pick.ref.model_id
                             told = True
                             yield event
                     return

@@ -106,6 +106,8 @@ async def _race(
                         lost = plan.cancelled(loser, loop.time() - started[loser], f"hedge: lost to {who}; closed")
                         plan.bill(lost)
                     result = task.result()
+                    # the names the caller routes by (a registration may rename its provider)
+                    result.provider, result.model = pick.ref.provider, pick.ref.model_id
                     note = f"hedge: raced after {delay:.3g}s; total_usage adds the loser's" if hedged else None
                     plan.succeeded(pick, elapsed, usage=result.usage, note=note)
                     return result
@@ -152,6 +154,8 @@ async def walk(router: Router, plan: CallPlan, call: Call[T]) -> T:
                     if not plan.retry_same(pick, wait):
                         break
                     continue
+                # the names the caller routes by (a registration may rename its provider)
+                result.provider, result.model = pick.ref.provider, pick.ref.model_id
                 plan.succeeded(pick, loop.time() - now, usage=result.usage)
                 router.finish(result, plan.attempts, loop.time() - start)
                 return result
