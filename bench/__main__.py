@@ -1,7 +1,7 @@
 """``python -m bench [--quick]``: the whole benchmark in one run, results in ``bench/results/``.
 
 1. starts the fake upstream (:mod:`bench.upstream`) and measures its capacity with wrk;
-2. in-process overhead of polyroute's Router and litellm.Router over bare httpx (:mod:`bench.inprocess`);
+2. in-process overhead of polyroute's Router and litellm.Router over bare httpx2 (:mod:`bench.inprocess`);
 3. HTTP: polyroute serve, the LiteLLM proxy and AgentOS under wrk, plus time to first token
    and chunk relay (:mod:`bench.serving`, :mod:`bench.ttft`);
 4. the sustained scenario, 100 streaming sessions (:mod:`bench.scenario`);

@@ -1,4 +1,4 @@
-"""The calls an in-process benchmark times: bare httpx, polyroute's Router, litellm's Router.
+"""The calls an in-process benchmark times: bare httpx2, polyroute's Router, litellm's Router.
 
 Every call sends the same request (one user message, same model name) to the same fake
 upstream and does the minimum a caller needs: a non-streaming call ends with the reply's text
@@ -17,7 +17,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import httpx
+import httpx2
 import orjson
 
 __all__ = ["Call", "build_calls", "model_name"]
@@ -63,12 +63,12 @@ def _first_token(done: bool, first: int | None) -> int:
 
 
 def _httpx_calls(base_url: str, model: str, prompt: str) -> dict[str, Call]:
-    """The baseline: what a caller hand-writing an httpx call would do, nothing more."""
-    client = httpx.AsyncClient(
+    """The baseline: what a caller hand-writing an httpx2 call would do, nothing more."""
+    client = httpx2.AsyncClient(
         base_url=base_url,
         headers={"authorization": f"Bearer {API_KEY}"},
-        limits=httpx.Limits(max_connections=100, max_keepalive_connections=100, keepalive_expiry=30.0),
-        timeout=httpx.Timeout(60.0, connect=10.0),
+        limits=httpx2.Limits(max_connections=100, max_keepalive_connections=100, keepalive_expiry=30.0),
+        timeout=httpx2.Timeout(60.0, connect=10.0),
     )
     headers = {"content-type": "application/json"}
     stream_headers = {"content-type": "application/json", "accept": "text/event-stream"}
@@ -86,7 +86,7 @@ def _httpx_calls(base_url: str, model: str, prompt: str) -> dict[str, Call]:
         content = _body(model, prompt, stream=True)
         async with client.stream("POST", "/chat/completions", content=content, headers=stream_headers) as r:
             r.raise_for_status()
-            # Read to the end of the body, past [DONE]: leaving early makes httpx close the
+            # Read to the end of the body, past [DONE]: leaving early makes httpx2 close the
             # connection instead of returning it to the pool.
             async for piece in r.aiter_bytes():
                 if done:
@@ -189,7 +189,7 @@ def _aiohttp_calls(base_url: str, model: str, prompt: str) -> dict[str, Call]:
         done = False
         async with client().post(url, data=_body(model, prompt, stream=True), headers=headers) as response:
             response.raise_for_status()
-            async for line in response.content:  # read to the end, as the httpx baseline does
+            async for line in response.content:  # read to the end, as the httpx2 baseline does
                 if not done and line.startswith(b"data: "):
                     done, first = _on_data(line[6:].rstrip(), first)
         return _first_token(done, first)
@@ -203,7 +203,7 @@ def _aiohttp_calls(base_url: str, model: str, prompt: str) -> dict[str, Call]:
 
 
 _SYSTEMS: dict[str, Callable[[str, str, str], dict[str, Call]]] = {
-    "httpx": _httpx_calls,
+    "httpx2": _httpx_calls,
     "aiohttp": _aiohttp_calls,
     "polyroute": _polyroute_calls,
     "litellm": _litellm_calls,

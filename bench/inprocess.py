@@ -1,7 +1,7 @@
-"""In-process overhead: ``Router.chat`` / ``Router.stream`` and ``litellm.Router`` over bare httpx.
+"""In-process overhead: ``Router.chat`` / ``Router.stream`` and ``litellm.Router`` over bare httpx2.
 
 ``python -m bench.inprocess [--quick] [--systems polyroute,litellm]`` starts the fake upstream,
-then one worker process per system. Each worker times its system's calls *and* bare httpx
+then one worker process per system. Each worker times its system's calls *and* bare httpx2
 calls to the same upstream with the same payload, so "added latency" is always measured
 against a baseline taken in the same process, the same minute, on the same CPU. At
 concurrency 1 the worker alternates system and baseline call by call (rotating which goes
@@ -97,7 +97,7 @@ async def _profile(calls: dict[str, Call], variant: str, n: int, concurrency: in
 async def _worker_main(system: str, base_url: str, model: str) -> None:
     loop = asyncio.get_running_loop()
     calls: dict[str, Call] = {}
-    for sys_name in ("httpx", system) if system != "httpx" else ("httpx",):
+    for sys_name in ("httpx2", system) if system != "httpx2" else ("httpx2",):
         for kind, call in build_calls(sys_name, base_url, model).items():
             calls[f"{sys_name}.{kind}"] = call
     print(MARK + orjson.dumps({"ready": True, "variants": sorted(calls)}).decode(), flush=True)
@@ -128,7 +128,7 @@ async def _worker_main(system: str, base_url: str, model: str) -> None:
 
 @dataclass
 class Worker:
-    """A worker process measuring one system (plus its own httpx baseline)."""
+    """A worker process measuring one system (plus its own httpx2 baseline)."""
 
     system: str
     proc: subprocess.Popen[str]
@@ -213,7 +213,7 @@ def _merge(acc: dict[str, dict[str, Any]], key: str, part: dict[str, Any]) -> No
 
 
 def _worker_variants(system: str, kind: str) -> list[str]:
-    return [f"httpx.{kind}", f"{system}.{kind}"]
+    return [f"httpx2.{kind}", f"{system}.{kind}"]
 
 
 def run_inprocess(base_url: str, config: InProcessConfig) -> dict[str, Any]:
@@ -226,7 +226,7 @@ def run_inprocess(base_url: str, config: InProcessConfig) -> dict[str, Any]:
             w.read()  # ready
         _progress("workers ready: " + ", ".join(w.system for w in workers))
         # Concurrency 1 is measured first, before any burst: a burst leaves dozens of idle
-        # keep-alive connections in each httpx pool, and httpx then checks every one of them
+        # keep-alive connections in each httpx2 pool, and httpx2 then checks every one of them
         # on every request (about +0.5 ms per call here), which is not what a caller at
         # concurrency 1 sees.
         # Chat and stream calls are timed in separate passes: interleaved through one client,
@@ -278,7 +278,7 @@ def _summarise(raw: dict[str, dict[str, Any]], config: InProcessConfig) -> dict[
         for c in config.concurrencies:
             for kind in KINDS:
                 sys_raw = raw.get(f"{system}/{system}.{kind}@{c}")
-                base_raw = raw.get(f"{system}/httpx.{kind}@{c}")
+                base_raw = raw.get(f"{system}/httpx2.{kind}@{c}")
                 if sys_raw is None or base_raw is None:
                     continue
                 s = summary(sys_raw["lat"], errors=len(sys_raw["errors"]), wall_ns=sys_raw["wall"])
@@ -299,7 +299,7 @@ def _summarise(raw: dict[str, dict[str, Any]], config: InProcessConfig) -> dict[
                     row["added_ttft"] = added(st, bt)
                 rows.append(row)
                 samples[f"{system} {kind} c{c}"] = sys_raw["lat"]
-                samples[f"httpx (in {system} worker) {kind} c{c}"] = base_raw["lat"]
+                samples[f"httpx2 (in {system} worker) {kind} c{c}"] = base_raw["lat"]
                 if sys_raw["errors"] or base_raw["errors"]:
                     errors[f"{system} {kind} c{c}"] = (sys_raw["errors"] + base_raw["errors"])[:5]
     ratios: list[dict[str, Any]] = []
@@ -330,7 +330,7 @@ def _summarise(raw: dict[str, dict[str, Any]], config: InProcessConfig) -> dict[
 def format_table(result: dict[str, Any]) -> str:
     """The in-process rows as a markdown table."""
     head = (
-        "| system | call | conc. | p50 ms | p99 ms | httpx p50 ms | httpx p99 ms | added p50 us | added p99 us "
+        "| system | call | conc. | p50 ms | p99 ms | httpx2 p50 ms | httpx2 p99 ms | added p50 us | added p99 us "
         "| added TTFT p50 us | calls/s | errors |\n"
         "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n"
     )
@@ -386,7 +386,7 @@ def polyroute_failed(result: dict[str, Any]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="in-process overhead of polyroute (and litellm) over bare httpx")
+    parser = argparse.ArgumentParser(description="in-process overhead of polyroute (and litellm) over bare httpx2")
     parser.add_argument("--quick", action="store_true", help="fewer iterations (a smoke test, ~20 s)")
     parser.add_argument("--systems", default="polyroute,litellm")
     parser.add_argument("--profile", action="store_true", help="also write pyinstrument profiles of polyroute")

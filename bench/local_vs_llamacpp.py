@@ -7,7 +7,7 @@ alternate which goes first in each round so that drift in machine load hits both
 
 - **polyroute**: ``Router.stream`` over ``LocalProvider`` in this process (no HTTP at all);
 - **llama-cpp-python server**: ``python -m llama_cpp.server`` on 127.0.0.1, streamed over
-  its OpenAI-compatible ``/v1/chat/completions`` with httpx.
+  its OpenAI-compatible ``/v1/chat/completions`` with httpx2.
 
 Per request it records the time to the first text and the end-to-end time; tokens are
 polyroute's exact ``completion_tokens`` (the server's stream carries no usage; when both
@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 import orjson
 
 from bench.procs import free_port, start, wait_port
@@ -87,7 +87,7 @@ async def run_polyroute(router: Router, prompt: str, max_tokens: int) -> tuple[f
     raise RuntimeError("stream ended without an end event")
 
 
-async def run_server(client: httpx.AsyncClient, prompt: str, max_tokens: int) -> tuple[float, float, int, str]:
+async def run_server(client: httpx2.AsyncClient, prompt: str, max_tokens: int) -> tuple[float, float, int, str]:
     body = {
         "model": "smollm2",
         "messages": [{"role": "user", "content": prompt}],
@@ -146,7 +146,7 @@ async def measure(args: argparse.Namespace, gguf: Path, server_url: str) -> list
     router = Router(timeout=600)
     router.register(provider)
     samples: list[Sample] = []
-    async with httpx.AsyncClient(base_url=server_url, timeout=600) as client:
+    async with httpx2.AsyncClient(base_url=server_url, timeout=600) as client:
         await run_polyroute(router, "Hello", 8)  # loads the model
         await run_server(client, "Hello", 8)
         for rnd in range(args.rounds):

@@ -2,7 +2,7 @@
 
 py-spy attaches from outside (no code in the server changes), so the profile is of the real
 ``polyroute serve`` under load. The collapsed stacks are reduced to three tables: time by
-package of the innermost Python frame (how much is polyroute's own code versus httpx,
+package of the innermost Python frame (how much is polyroute's own code versus httpx2,
 Starlette, uvicorn, asyncio...), the functions with the most self time, and the functions
 with the most inclusive time.
 """
@@ -22,8 +22,8 @@ __all__ = ["available", "record", "summarise"]
 _FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
 _PACKAGES = (
     "polyroute",
-    "httpx",
-    "httpcore",
+    "httpx2",
+    "httpcore2",
     "h11",
     "anyio",
     "starlette",

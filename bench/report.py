@@ -256,7 +256,7 @@ def render_markdown(results: dict[str, Any], chart: str | None) -> str:
         f"**{_f(meta.get('upstream_capacity_stream_rps'), '.0f')} streams/s** (16 tokens each).\n",
     ]
     if "inprocess" in results:
-        parts += ["## In-process: added latency over bare httpx\n", format_table(results["inprocess"])]
+        parts += ["## In-process: added latency over bare httpx2\n", format_table(results["inprocess"])]
     if "http" in results:
         parts += [
             "## HTTP (wrk)\n",

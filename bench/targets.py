@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 import orjson
 
 from bench import procs
@@ -92,7 +92,7 @@ class Target:
         """Fresh session ids for the agent of ``shape`` (created on the server where it needs that)."""
         if self.name == "polyroute":
             agent = self.agents[shape]
-            with httpx.Client(base_url=self.base, headers=self.headers, timeout=30) as client:
+            with httpx2.Client(base_url=self.base, headers=self.headers, timeout=30) as client:
                 out = []
                 for _ in range(count):
                     r = client.post(f"/agents/{agent}/sessions", json={"userId": "bench"})
@@ -146,9 +146,9 @@ def _yaml(data: Any) -> str:
 def _wait_ready(child: procs.Child, url: str, timeout: float) -> None:
     if not procs.wait_port(child.port, timeout, child.proc):
         raise RuntimeError(f"{child.name} did not start (exit code {child.proc.poll()}):\n{child.log_tail()}")
-    with httpx.Client(timeout=5) as client:
+    with httpx2.Client(timeout=5) as client:
         for _ in range(int(timeout * 10)):
-            with contextlib.suppress(httpx.HTTPError):
+            with contextlib.suppress(httpx2.HTTPError):
                 if client.get(url).status_code < 500:
                     return
             if not child.alive():
@@ -190,7 +190,7 @@ def _start_polyroute(work: Path, upstream: str, cpus: set[int] | None) -> Target
     with _stop_on_error(child):
         _wait_ready(child, target.base + "/health", 60)
         target.models = {m: f"openai:{m}" for m in MODELS}
-        with httpx.Client(base_url=target.base, timeout=30) as client:
+        with httpx2.Client(base_url=target.base, timeout=30) as client:
             for m in MODELS:
                 config = {"historyTokenWindow": HISTORY_TOKEN_WINDOW}
                 r = client.post("/agents", json={"name": f"bench {m}", "model": f"openai:{m}", "config": config})

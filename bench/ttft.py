@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
+import httpx2
 
 from bench.stats import summary
 from bench.targets import FAST_MODEL, SLOW_MODEL, Target
@@ -49,7 +49,7 @@ class Probe:
     errors: list[str] = field(default_factory=list)
 
 
-async def _one(client: httpx.AsyncClient, probe: StreamProbe, gap_ns: int) -> tuple[int, int, int]:
+async def _one(client: httpx2.AsyncClient, probe: StreamProbe, gap_ns: int) -> tuple[int, int, int]:
     """(ttft, total, bursts) of one streamed request, in ns."""
     t0 = time.perf_counter_ns()
     first = 0
@@ -97,7 +97,7 @@ async def _measure(
     _, delay = shape(model)
     gap_ns = int(delay * 1e9 / 2) if delay else 10**18
     results = {f"{p.target}/{p.endpoint}": Probe() for p in all_probes}
-    async with httpx.AsyncClient(timeout=30) as client:
+    async with httpx2.AsyncClient(timeout=30) as client:
         for p in all_probes:  # warm up connections and server code paths
             for _ in range(3):
                 try:

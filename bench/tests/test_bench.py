@@ -8,7 +8,7 @@ import math
 import time
 from collections.abc import Iterator
 
-import httpx
+import httpx2
 import orjson
 import pytest
 
@@ -52,7 +52,7 @@ def test_stream_events_frame_every_event_as_one_chunk() -> None:
 
 
 def test_non_streaming_answer(upstream: procs.Child) -> None:
-    r = httpx.post(
+    r = httpx2.post(
         _url(upstream) + "/chat/completions",
         json={"model": "bench-t4-d0", "messages": [{"role": "user", "content": "one two three"}]},
     )
@@ -73,7 +73,7 @@ def test_streaming_answer_is_paced_and_complete(upstream: procs.Child) -> None:
     arrivals: list[float] = []
     body = b""
     t0 = time.perf_counter()
-    with httpx.stream("POST", _url(upstream) + "/chat/completions", json=payload) as r:
+    with httpx2.stream("POST", _url(upstream) + "/chat/completions", json=payload) as r:
         assert r.headers["content-type"] == "text/event-stream"
         for piece in r.iter_raw():
             arrivals.append(time.perf_counter() - t0)
@@ -87,7 +87,7 @@ def test_streaming_answer_is_paced_and_complete(upstream: procs.Child) -> None:
 
 
 def test_bad_json_is_a_400(upstream: procs.Child) -> None:
-    r = httpx.post(_url(upstream) + "/chat/completions", content=b"{not json")
+    r = httpx2.post(_url(upstream) + "/chat/completions", content=b"{not json")
     assert r.status_code == 400
     assert r.json()["error"]["type"] == "invalid_request_error"
 
@@ -96,7 +96,7 @@ def test_every_in_process_client_reads_the_upstream(upstream: procs.Child) -> No
     async def go() -> dict[str, object]:
         calls = {
             f"{s}.{k}": c
-            for s in ("httpx", "polyroute")
+            for s in ("httpx2", "polyroute")
             for k, c in build_calls(s, _url(upstream), "bench-t5-d0").items()
         }
         return await run_variants(calls, sorted(calls), 3, 1) | await run_variants(calls, sorted(calls), 6, 3)

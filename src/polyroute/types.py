@@ -330,6 +330,16 @@ class Usage(_Model):
         )
 
 
+def _billed(attempts: list[Attempt], usage: Usage) -> Usage:
+    """The usage of every attempt that has one, summed; ``usage`` when none has (computed on
+    demand, so a call whose total nobody reads pays nothing for it)."""
+    billed = [a.usage for a in attempts if a.usage is not None]
+    total = billed[0] if billed else usage
+    for more in billed[1:]:
+        total = total + more
+    return total
+
+
 class ChatResponse(_Model):
     model_config = ConfigDict(populate_by_name=True, arbitrary_types_allowed=True, defer_build=True)
 
@@ -341,15 +351,18 @@ class ChatResponse(_Model):
     model: str = ""
     latency: float = 0.0
     attempts: list[Attempt] = Field(default_factory=list)
-    #: tokens summed over every attempt that reached a provider: ``usage`` plus hedge losers
-    #: and streams cut short before a resume (estimated where the provider never said)
-    total_usage: Usage | None = None
     #: USD for this call summed over its attempts, when the router has a price table
     cost: float | None = None
 
     @property
     def text(self) -> str:
         return self.message.text
+
+    @property
+    def total_usage(self) -> Usage:
+        """Tokens summed over every attempt a provider billed: ``usage`` plus hedge losers and
+        streams cut short before a resume (estimated where the provider never said)."""
+        return _billed(self.attempts, self.usage)
 
 
 class EmbeddingResponse(_Model):
@@ -361,9 +374,12 @@ class EmbeddingResponse(_Model):
     model: str = ""
     latency: float = 0.0
     attempts: list[Attempt] = Field(default_factory=list)
-    #: as :attr:`ChatResponse.total_usage`
-    total_usage: Usage | None = None
     cost: float | None = None
+
+    @property
+    def total_usage(self) -> Usage:
+        """As :attr:`ChatResponse.total_usage`."""
+        return _billed(self.attempts, self.usage)
 
 
 StreamEventType = Literal["token", "tool_call", "usage", "end", "error"]

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
+import httpx2
 
 
 def smollm2_path() -> Path | None:
@@ -68,9 +68,9 @@ def llamacpp_server(timeout: float = 120.0) -> Iterator[str]:
                 err = log.read().decode(errors="replace")[-2000:]
                 raise RuntimeError(f"llama_cpp.server exited with {proc.returncode}: {err}")
             try:
-                if httpx.get(f"{base}/models", timeout=1.0).status_code == 200:
+                if httpx2.get(f"{base}/models", timeout=1.0).status_code == 200:
                     break
-            except httpx.HTTPError:
+            except httpx2.HTTPError:
                 pass
             if time.monotonic() > deadline:
                 raise RuntimeError("llama_cpp.server did not become ready")

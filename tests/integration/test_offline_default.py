@@ -10,7 +10,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
+import httpx2
 import pytest
 
 from fakes.llamacpp_server import free_port, unavailable_reason
@@ -52,9 +52,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         while True:
             assert proc.poll() is None, (tmp / "server.log").read_text()
             try:
-                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                if httpx2.get(f"{base}/health", timeout=1).status_code == 200:
                     break
-            except httpx.HTTPError:
+            except httpx2.HTTPError:
                 pass
             assert time.monotonic() < deadline, "server did not start"
             time.sleep(0.2)
@@ -66,13 +66,13 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 def test_ready_names_missing_keys_and_local_is_available(server: str) -> None:
-    body = httpx.get(f"{server}/ready", timeout=10).json()
+    body = httpx2.get(f"{server}/ready", timeout=10).json()
     assert body["providers"]["local"]["status"] == "available"
     assert body["providers"]["openai"] == {**body["providers"]["openai"], "status": "not_configured", "missingEnvVar": "OPENAI_API_KEY"}
 
 
 def test_openai_surface_answers_with_the_local_model(server: str) -> None:
-    r = httpx.post(
+    r = httpx2.post(
         f"{server}/v1/chat/completions",
         json={"model": "default", "messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 8},
         timeout=120,
@@ -86,29 +86,29 @@ def test_openai_surface_answers_with_the_local_model(server: str) -> None:
 
 
 def test_the_guides_agent_flow_falls_back_to_the_local_model(server: str) -> None:
-    agent = httpx.post(f"{server}/agents", json={
+    agent = httpx2.post(f"{server}/agents", json={
         "name": "support", "description": "helpful", "model": "openai:gpt-4o-mini", "tools": [],
         "config": {"fallbackModel": "local:smollm2", "maxTokens": 8},
     }, timeout=10)
     assert agent.status_code == 201, agent.text
     agent_id = agent.json()["agentId"]
-    session = httpx.post(f"{server}/agents/{agent_id}/sessions", json={"userId": "u1", "metadata": {}}, timeout=10)
+    session = httpx2.post(f"{server}/agents/{agent_id}/sessions", json={"userId": "u1", "metadata": {}}, timeout=10)
     assert session.status_code == 201, session.text
     session_id = session.json()["sessionId"]
     url = f"{server}/agents/{agent_id}/sessions/{session_id}/messages"
 
-    reply = httpx.post(url, json={"role": "user", "content": "Hello!"}, timeout=120)
+    reply = httpx2.post(url, json={"role": "user", "content": "Hello!"}, timeout=120)
     assert reply.status_code == 200, reply.text
     body = reply.json()
     assert (body["provider"], body["model"]) == ("local", "smollm2")
     assert body["content"].strip() and body["usage"]["completionTokens"] > 0
     assert [a["outcome"] for a in body["attempts"]] == ["skipped", "ok"]
 
-    with httpx.stream("POST", f"{url}?stream=true", json={"role": "user", "content": "Again."}, timeout=120) as r:
+    with httpx2.stream("POST", f"{url}?stream=true", json={"role": "user", "content": "Again."}, timeout=120) as r:
         assert r.status_code == 200
         text = r.read().decode()
     assert "event: token" in text and "event: end" in text and "event: error" not in text
 
-    history = httpx.get(url, timeout=10).json()
+    history = httpx2.get(url, timeout=10).json()
     roles = [m["role"] for m in history["data"]]
     assert roles == ["user", "assistant", "user", "assistant"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import httpx
+import httpx2
 import pytest
 
 from polyroute.router import Router
@@ -31,6 +31,6 @@ def settings(tmp_path: Path) -> ServerSettings:
 
 
 @pytest.fixture
-async def client(router: Router, settings: ServerSettings) -> AsyncIterator[httpx.AsyncClient]:
+async def client(router: Router, settings: ServerSettings) -> AsyncIterator[httpx2.AsyncClient]:
     async with client_for(router, settings) as c:
         yield c

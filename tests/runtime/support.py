@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 from starlette.applications import Starlette
 
@@ -68,16 +68,16 @@ def settings_for(tmp_path: Path, **overrides: Any) -> ServerSettings:
 
 
 @contextlib.asynccontextmanager
-async def running(app: Starlette, **headers: str) -> AsyncIterator[httpx.AsyncClient]:
-    """The app with its lifespan run, and an httpx client talking to it in-process."""
+async def running(app: Starlette, **headers: str) -> AsyncIterator[httpx2.AsyncClient]:
+    """The app with its lifespan run, and an httpx2 client talking to it in-process."""
     async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://polyroute.test", headers=headers) as client:
+        transport = httpx2.ASGITransport(app=app)
+        async with httpx2.AsyncClient(transport=transport, base_url="http://polyroute.test", headers=headers) as client:
             yield client
 
 
 @contextlib.asynccontextmanager
-async def client_for(router: Router, settings: ServerSettings, **headers: str) -> AsyncIterator[httpx.AsyncClient]:
+async def client_for(router: Router, settings: ServerSettings, **headers: str) -> AsyncIterator[httpx2.AsyncClient]:
     async with running(create_app(router, settings), **headers) as client:
         yield client
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import httpx
+import httpx2
 import pytest
 
 GUIDE_AGENT = {
@@ -14,7 +14,7 @@ GUIDE_AGENT = {
 }
 
 
-async def test_create_returns_the_stored_agent(client: httpx.AsyncClient) -> None:
+async def test_create_returns_the_stored_agent(client: httpx2.AsyncClient) -> None:
     r = await client.post("/agents", json=GUIDE_AGENT)
     assert r.status_code == 201
     agent = r.json()
@@ -36,7 +36,7 @@ async def test_create_returns_the_stored_agent(client: httpx.AsyncClient) -> Non
         {"provider": "fake", "modelId": "small", "temperature": 0.2, "maxTokens": 64, "timeoutMs": 5000},
     ],
 )
-async def test_model_accepts_every_documented_form(client: httpx.AsyncClient, model: object) -> None:
+async def test_model_accepts_every_documented_form(client: httpx2.AsyncClient, model: object) -> None:
     r = await client.post("/agents", json={"name": "a", "model": model})
     assert r.status_code == 201, r.text
     assert r.json()["model"] == model
@@ -69,7 +69,7 @@ async def test_model_accepts_every_documented_form(client: httpx.AsyncClient, mo
     ],
 )
 async def test_invalid_agents_are_422_with_the_field_path(
-    client: httpx.AsyncClient, body: dict[str, object], path: str, needle: str
+    client: httpx2.AsyncClient, body: dict[str, object], path: str, needle: str
 ) -> None:
     r = await client.post("/agents", json=body)
     assert r.status_code == 422
@@ -80,14 +80,14 @@ async def test_invalid_agents_are_422_with_the_field_path(
     assert needle in paths[path]
 
 
-async def test_openai_style_tools_are_accepted_and_stored_in_our_shape(client: httpx.AsyncClient) -> None:
+async def test_openai_style_tools_are_accepted_and_stored_in_our_shape(client: httpx2.AsyncClient) -> None:
     tool = {"type": "function", "function": {"name": "lookup", "description": "find", "parameters": {"type": "object"}}}
     r = await client.post("/agents", json={"name": "a", "model": "fake:x", "tools": [tool]})
     assert r.status_code == 201
     assert r.json()["tools"] == [{"name": "lookup", "description": "find", "parameters": {"type": "object"}}]
 
 
-async def test_list_pages_in_creation_order(client: httpx.AsyncClient) -> None:
+async def test_list_pages_in_creation_order(client: httpx2.AsyncClient) -> None:
     ids = [
         (await client.post("/agents", json={"name": f"a{i}", "model": "fake:x"})).json()["agentId"] for i in range(5)
     ]
@@ -107,13 +107,13 @@ async def test_list_pages_in_creation_order(client: httpx.AsyncClient) -> None:
 
 
 @pytest.mark.parametrize("limit", ["0", "abc", "1000"])
-async def test_bad_page_size_is_422(client: httpx.AsyncClient, limit: str) -> None:
+async def test_bad_page_size_is_422(client: httpx2.AsyncClient, limit: str) -> None:
     r = await client.get("/agents", params={"limit": limit})
     assert r.status_code == 422
     assert r.json()["error"]["details"]["errors"][0]["path"] == "query.limit"
 
 
-async def test_patch_changes_fields_and_merges_config(client: httpx.AsyncClient) -> None:
+async def test_patch_changes_fields_and_merges_config(client: httpx2.AsyncClient) -> None:
     agent = (
         await client.post("/agents", json={**GUIDE_AGENT, "config": {"fallbackModel": "fake:big", "temperature": 0.5}})
     ).json()
@@ -138,7 +138,7 @@ async def test_patch_changes_fields_and_merges_config(client: httpx.AsyncClient)
         ({"colour": "red"}, "colour"),
     ],
 )
-async def test_patch_validates_like_create(client: httpx.AsyncClient, body: dict[str, object], path: str) -> None:
+async def test_patch_validates_like_create(client: httpx2.AsyncClient, body: dict[str, object], path: str) -> None:
     agent = (await client.post("/agents", json=GUIDE_AGENT)).json()
     r = await client.patch(f"/agents/{agent['agentId']}", json=body)
     assert r.status_code == 422
@@ -146,7 +146,7 @@ async def test_patch_validates_like_create(client: httpx.AsyncClient, body: dict
     assert (await client.get(f"/agents/{agent['agentId']}")).json() == agent
 
 
-async def test_delete_removes_the_agent_and_its_sessions(client: httpx.AsyncClient) -> None:
+async def test_delete_removes_the_agent_and_its_sessions(client: httpx2.AsyncClient) -> None:
     agent = (await client.post("/agents", json=GUIDE_AGENT)).json()
     aid = agent["agentId"]
     sid = (await client.post(f"/agents/{aid}/sessions", json={})).json()["sessionId"]
@@ -162,7 +162,7 @@ async def test_delete_removes_the_agent_and_its_sessions(client: httpx.AsyncClie
 
 
 @pytest.mark.parametrize("method", ["GET", "PATCH", "DELETE"])
-async def test_unknown_agent_is_404(client: httpx.AsyncClient, method: str) -> None:
+async def test_unknown_agent_is_404(client: httpx2.AsyncClient, method: str) -> None:
     r = await client.request(method, "/agents/agent_missing", json={"name": "x"} if method == "PATCH" else None)
     assert r.status_code == 404
     assert r.json() == {

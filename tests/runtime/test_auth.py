@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import httpx
+import httpx2
 import pytest
 from sqlalchemy import text
 
@@ -18,7 +18,7 @@ KEY_B = "pr-key-bravo-9876543210"
 
 
 @pytest.fixture
-async def client(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
+async def client(tmp_path: Path) -> AsyncIterator[httpx2.AsyncClient]:
     async with client_for(make_router(EchoProvider("fake")), settings_for(tmp_path, apiKeys=[KEY_A, KEY_B])) as c:
         yield c
 
@@ -40,14 +40,14 @@ def bearer(key: str) -> dict[str, str]:
         ("GET", "/no/such/route"),
     ],
 )
-async def test_every_endpoint_but_health_needs_a_key(client: httpx.AsyncClient, method: str, path: str) -> None:
+async def test_every_endpoint_but_health_needs_a_key(client: httpx2.AsyncClient, method: str, path: str) -> None:
     r = await client.request(method, path)
     assert r.status_code == 401
     assert r.json()["error"]["code"] == "unauthorized"
     assert r.headers["www-authenticate"] == "Bearer"
 
 
-async def test_health_is_public(client: httpx.AsyncClient) -> None:
+async def test_health_is_public(client: httpx2.AsyncClient) -> None:
     assert (await client.get("/health")).json() == {"status": "ok"}
 
 
@@ -61,7 +61,7 @@ async def test_health_is_public(client: httpx.AsyncClient) -> None:
     ],
 )
 async def test_a_wrong_key_is_401_and_the_body_does_not_echo_it(
-    client: httpx.AsyncClient, headers: dict[str, str]
+    client: httpx2.AsyncClient, headers: dict[str, str]
 ) -> None:
     r = await client.get("/agents", headers=headers)
     assert r.status_code == 401
@@ -70,11 +70,11 @@ async def test_a_wrong_key_is_401_and_the_body_does_not_echo_it(
 
 
 @pytest.mark.parametrize("headers", [bearer(KEY_A), {"X-API-Key": KEY_A}, {"authorization": f"bearer {KEY_A}"}])
-async def test_both_header_forms_are_accepted(client: httpx.AsyncClient, headers: dict[str, str]) -> None:
+async def test_both_header_forms_are_accepted(client: httpx2.AsyncClient, headers: dict[str, str]) -> None:
     assert (await client.get("/agents", headers=headers)).status_code == 200
 
 
-async def test_agents_and_sessions_belong_to_the_key_that_created_them(client: httpx.AsyncClient) -> None:
+async def test_agents_and_sessions_belong_to_the_key_that_created_them(client: httpx2.AsyncClient) -> None:
     agent = (await client.post("/agents", json={"name": "a", "model": "fake:m"}, headers=bearer(KEY_A))).json()
     aid = agent["agentId"]
     sid = (await client.post(f"/agents/{aid}/sessions", json={}, headers=bearer(KEY_A))).json()["sessionId"]

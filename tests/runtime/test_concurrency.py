@@ -10,7 +10,7 @@ import asyncio
 from contextlib import AsyncExitStack
 from pathlib import Path
 
-import httpx
+import httpx2
 
 from polyroute.runtime import create_app
 from polyroute.types import ChatRequest
@@ -24,7 +24,7 @@ async def test_concurrent_posts_to_one_session_leave_every_message_in_order(data
     instances = 2 if database_url.startswith("postgresql") else 1
     settings = settings_for(tmp_path, databaseUrl=database_url)
     async with AsyncExitStack() as stack:
-        clients: list[httpx.AsyncClient] = [
+        clients: list[httpx2.AsyncClient] = [
             await stack.enter_async_context(running(create_app(make_router(fake), settings))) for _ in range(instances)
         ]
         aid = (await clients[0].post("/agents", json={"name": "a", "model": "fake:small"})).json()["agentId"]
@@ -32,7 +32,7 @@ async def test_concurrent_posts_to_one_session_leave_every_message_in_order(data
             f"/agents/{aid}/sessions/" + (await clients[0].post(f"/agents/{aid}/sessions", json={})).json()["sessionId"]
         )
 
-        async def post(i: int) -> httpx.Response:
+        async def post(i: int) -> httpx2.Response:
             return await clients[i % instances].post(f"{url}/messages", json={"content": f"message {i}"})
 
         replies = await asyncio.gather(*(post(i) for i in range(POSTS)))

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 
 from fakes.scripted import Step
@@ -20,7 +20,7 @@ PROVIDER_SECRET = "sk-provider-secret-value-123"
 
 
 @pytest.fixture
-async def keyed(tmp_path: Path) -> AsyncIterator[tuple[httpx.AsyncClient, str]]:
+async def keyed(tmp_path: Path) -> AsyncIterator[tuple[httpx2.AsyncClient, str]]:
     settings = settings_for(tmp_path, apiKeys=[KEY], maxBodyBytes=2048)
     async with client_for(make_router(EchoProvider("fake")), settings, Authorization=f"Bearer {KEY}") as client:
         aid = (await client.post("/agents", json={"name": "a", "model": "fake:small"})).json()["agentId"]
@@ -106,7 +106,7 @@ BAD_INPUTS: list[tuple[str, dict[str, Any], int, str, str | None]] = [
 
 @pytest.mark.parametrize(("name", "req", "status", "code", "path"), BAD_INPUTS, ids=[row[0] for row in BAD_INPUTS])
 async def test_bad_inputs_table(
-    keyed: tuple[httpx.AsyncClient, str], name: str, req: dict[str, Any], status: int, code: str, path: str | None
+    keyed: tuple[httpx2.AsyncClient, str], name: str, req: dict[str, Any], status: int, code: str, path: str | None
 ) -> None:
     client, _ = keyed
     req = dict(req)
@@ -125,7 +125,7 @@ async def test_bad_inputs_table(
     assert "Traceback" not in r.text
 
 
-async def test_405_names_the_allowed_methods(keyed: tuple[httpx.AsyncClient, str]) -> None:
+async def test_405_names_the_allowed_methods(keyed: tuple[httpx2.AsyncClient, str]) -> None:
     client, _ = keyed
     r = await client.put("/agents")
     assert set(r.headers["allow"].split(", ")) >= {"GET", "POST"}

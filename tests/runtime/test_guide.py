@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 import orjson
 import pytest
 
@@ -38,7 +38,7 @@ GEMINI_KEY = "gemini-test-key-123"
 OPENAI_KEY = "sk-openai-test-456"
 
 
-def curl(command: str, base: str, variables: dict[str, str]) -> httpx.Request:
+def curl(command: str, base: str, variables: dict[str, str]) -> httpx2.Request:
     """The HTTP request a ``curl -X ... -H ... -d ...`` command line sends."""
     for name, value in variables.items():
         command = command.replace(f"${name}", value)
@@ -58,7 +58,7 @@ def curl(command: str, base: str, variables: dict[str, str]) -> httpx.Request:
             body, i = args[i + 1].encode(), i + 2
         else:
             url, i = arg, i + 1
-    return httpx.Request(method, url.replace("http://127.0.0.1:8080", base), headers=headers, content=body)
+    return httpx2.Request(method, url.replace("http://127.0.0.1:8080", base), headers=headers, content=body)
 
 
 async def _never_answer(request: Recorded) -> Reply:
@@ -99,7 +99,7 @@ def test_guide_calls_succeed_through_the_fallback(failure: str, gemini: FakeUpst
         openai_url = f"http://127.0.0.1:{free_port()}" if failure == "refused" else openai_upstream.url
         settings = settings_for(tmp_path, port=free_port())
         app = create_app(_router(failure, openai_url, gemini.url), settings)
-        with ServerThread(app, settings) as server, httpx.Client(timeout=30) as client:
+        with ServerThread(app, settings) as server, httpx2.Client(timeout=30) as client:
             ids: dict[str, str] = {}
             created = client.send(curl(GUIDE[0], server.url, ids))
             assert created.status_code == 201, created.text
@@ -132,7 +132,7 @@ def test_guide_message_streams_through_the_fallback(gemini: FakeUpstream, tmp_pa
     with FakeUpstream(FAILURES["5xx"]) as openai_upstream:
         settings = settings_for(tmp_path, port=free_port())
         app = create_app(_router("5xx", openai_upstream.url, gemini.url), settings)
-        with ServerThread(app, settings) as server, httpx.Client(timeout=30) as client:
+        with ServerThread(app, settings) as server, httpx2.Client(timeout=30) as client:
             ids: dict[str, str] = {}
             ids["AGENT_ID"] = client.send(curl(GUIDE[0], server.url, ids)).json()["agentId"]
             ids["SESSION_ID"] = client.send(curl(GUIDE[1], server.url, ids)).json()["sessionId"]

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import httpx
+import httpx2
 
 from polyroute.runtime import create_app
 from runtime.support import EchoProvider, client_for, make_router, running, settings_for
 
 
-async def test_health(client: httpx.AsyncClient) -> None:
+async def test_health(client: httpx2.AsyncClient) -> None:
     r = await client.get("/health")
     assert (r.status_code, r.json()) == (200, {"status": "ok"})
 

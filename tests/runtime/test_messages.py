@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import httpx
+import httpx2
 import pytest
 
 from fakes.scripted import Step
@@ -14,7 +14,7 @@ from polyroute.types import ChatRequest
 from runtime.support import EchoProvider, client_for, make_router, settings_for
 
 
-async def _session(client: httpx.AsyncClient, **agent: object) -> str:
+async def _session(client: httpx2.AsyncClient, **agent: object) -> str:
     body = {"name": "a", "model": "fake:small", **agent}
     r = await client.post("/agents", json=body)
     assert r.status_code == 201, r.text
@@ -29,7 +29,7 @@ def _last_request(provider: EchoProvider) -> ChatRequest:
     return request
 
 
-async def test_reply_has_every_documented_field(client: httpx.AsyncClient) -> None:
+async def test_reply_has_every_documented_field(client: httpx2.AsyncClient) -> None:
     url = await _session(client)
     r = await client.post(f"{url}/messages", json={"role": "user", "content": "hello there"})
     assert r.status_code == 200
@@ -48,7 +48,7 @@ async def test_reply_has_every_documented_field(client: httpx.AsyncClient) -> No
 
 
 async def test_history_is_sent_in_order_with_the_system_prompt_first(
-    client: httpx.AsyncClient, fake: EchoProvider
+    client: httpx2.AsyncClient, fake: EchoProvider
 ) -> None:
     url = await _session(client, config={"systemPrompt": "You are terse.", "temperature": 0.3, "maxTokens": 50})
     await client.post(f"{url}/messages", json={"content": "one"})
@@ -64,7 +64,7 @@ async def test_history_is_sent_in_order_with_the_system_prompt_first(
     assert request.model == "fake:small"
 
 
-async def test_history_is_trimmed_to_the_agents_token_window(client: httpx.AsyncClient, fake: EchoProvider) -> None:
+async def test_history_is_trimmed_to_the_agents_token_window(client: httpx2.AsyncClient, fake: EchoProvider) -> None:
     url = await _session(client, config={"systemPrompt": "sys", "historyTokenWindow": 60})
     for i in range(6):
         await client.post(f"{url}/messages", json={"content": f"message {i} " + "x" * 40})
@@ -76,7 +76,7 @@ async def test_history_is_trimmed_to_the_agents_token_window(client: httpx.Async
     assert sum(len(m.text) for m in sent) / 4 + 4 * len(sent) <= 60 + 4
 
 
-async def test_messages_form_appends_several_messages(client: httpx.AsyncClient, fake: EchoProvider) -> None:
+async def test_messages_form_appends_several_messages(client: httpx2.AsyncClient, fake: EchoProvider) -> None:
     url = await _session(client)
     r = await client.post(
         f"{url}/messages", json={"messages": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]}
@@ -171,7 +171,7 @@ async def test_a_bad_request_upstream_is_400_and_not_retried(tmp_path: Path) -> 
     assert backup.calls == []
 
 
-async def test_message_list_pages_in_order(client: httpx.AsyncClient) -> None:
+async def test_message_list_pages_in_order(client: httpx2.AsyncClient) -> None:
     url = await _session(client)
     for i in range(3):
         await client.post(f"{url}/messages", json={"content": f"m{i}"})

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 import openai
 import orjson
 import pytest
@@ -25,7 +25,7 @@ def data_lines(text: str) -> list[str]:
     return [line[len("data: ") :] for line in text.split("\n") if line.startswith("data: ")]
 
 
-async def test_chat_completion_has_openai_shape(client: httpx.AsyncClient) -> None:
+async def test_chat_completion_has_openai_shape(client: httpx2.AsyncClient) -> None:
     r = await client.post(
         "/v1/chat/completions", json={"model": "fast", "messages": USER, "user": "ignored", "seed": 1}
     )
@@ -49,7 +49,7 @@ async def test_chat_completion_has_openai_shape(client: httpx.AsyncClient) -> No
     assert r.headers["x-polyroute-attempts"].startswith("fake:") and r.headers["x-polyroute-attempts"].endswith("=ok")
 
 
-async def test_messages_are_mapped_from_openai_roles(client: httpx.AsyncClient, fake: EchoProvider) -> None:
+async def test_messages_are_mapped_from_openai_roles(client: httpx2.AsyncClient, fake: EchoProvider) -> None:
     messages = [
         {"role": "developer", "content": [{"type": "text", "text": "be brief"}]},
         {
@@ -118,13 +118,13 @@ async def test_messages_are_mapped_from_openai_roles(client: httpx.AsyncClient, 
         ({"model": "fake:x", "messages": USER, "tool_choice": "sometimes"}, "tool_choice"),
     ],
 )
-async def test_bad_chat_requests_are_422_with_paths(client: httpx.AsyncClient, body: dict[str, Any], path: str) -> None:
+async def test_bad_chat_requests_are_422_with_paths(client: httpx2.AsyncClient, body: dict[str, Any], path: str) -> None:
     r = await client.post("/v1/chat/completions", json=body)
     assert r.status_code == 422, r.text
     assert path in [e["path"] for e in r.json()["error"]["details"]["errors"]]
 
 
-async def test_stream_has_openai_chunks_usage_and_done(client: httpx.AsyncClient) -> None:
+async def test_stream_has_openai_chunks_usage_and_done(client: httpx2.AsyncClient) -> None:
     r = await client.post(
         "/v1/chat/completions",
         json={
@@ -149,7 +149,7 @@ async def test_stream_has_openai_chunks_usage_and_done(client: httpx.AsyncClient
     assert all(c["usage"] is None for c in chunks[:-1])
 
 
-async def test_stream_without_include_usage_has_no_usage_field(client: httpx.AsyncClient) -> None:
+async def test_stream_without_include_usage_has_no_usage_field(client: httpx2.AsyncClient) -> None:
     r = await client.post("/v1/chat/completions", json={"model": "fast", "messages": USER, "stream": True})
     chunks = [orjson.loads(x) for x in data_lines(r.text)[:-1]]
     assert all("usage" not in c and c["choices"] for c in chunks)
@@ -178,7 +178,7 @@ async def test_stream_headers_name_the_streaming_candidate_and_what_failed_befor
 
 
 @pytest.mark.parametrize("encoding", ["float", "base64"])
-async def test_embeddings(client: httpx.AsyncClient, encoding: str) -> None:
+async def test_embeddings(client: httpx2.AsyncClient, encoding: str) -> None:
     r = await client.post(
         "/v1/embeddings", json={"model": "fake:emb", "input": ["a", "bbb"], "encoding_format": encoding}
     )
@@ -193,7 +193,7 @@ async def test_embeddings(client: httpx.AsyncClient, encoding: str) -> None:
     assert r.headers["x-polyroute-provider"] == "fake"
 
 
-async def test_models_lists_aliases_and_their_targets(client: httpx.AsyncClient) -> None:
+async def test_models_lists_aliases_and_their_targets(client: httpx2.AsyncClient) -> None:
     body = (await client.get("/v1/models")).json()
     assert body["object"] == "list"
     ids = [m["id"] for m in body["data"]]

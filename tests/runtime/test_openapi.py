@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 from starlette.routing import Route
 
@@ -102,7 +102,7 @@ def test_document_is_openapi_3_and_every_reference_resolves() -> None:
     assert len(ids) == len(set(ids))
 
 
-def test_every_route_is_documented(client: httpx.AsyncClient) -> None:
+def test_every_route_is_documented(client: httpx2.AsyncClient) -> None:
     app = client._transport.app  # type: ignore[attr-defined]
     doc = openapi_document()
     for route in app.routes:
@@ -128,7 +128,7 @@ def test_request_bodies_are_described_by_their_models() -> None:
     )
 
 
-async def test_served_document_and_docs_page(client: httpx.AsyncClient) -> None:
+async def test_served_document_and_docs_page(client: httpx2.AsyncClient) -> None:
     served = (await client.get("/openapi.json")).json()
     assert served == openapi_document()
     page = await client.get("/docs")
@@ -139,8 +139,8 @@ async def test_served_document_and_docs_page(client: httpx.AsyncClient) -> None:
 
 
 @pytest.fixture
-async def flow(client: httpx.AsyncClient) -> dict[str, httpx.Response]:
-    out: dict[str, httpx.Response] = {}
+async def flow(client: httpx2.AsyncClient) -> dict[str, httpx2.Response]:
+    out: dict[str, httpx2.Response] = {}
     out["Agent"] = await client.post(
         "/agents",
         json={
@@ -185,7 +185,7 @@ async def flow(client: httpx.AsyncClient) -> dict[str, httpx.Response]:
         "Error",
     ],
 )
-def test_real_responses_match_their_schemas(flow: dict[str, httpx.Response], schema: str) -> None:
+def test_real_responses_match_their_schemas(flow: dict[str, httpx2.Response], schema: str) -> None:
     doc = openapi_document()
     check(doc, {"$ref": f"#/components/schemas/{schema}"}, flow[schema].json())
 

@@ -7,7 +7,7 @@ import threading
 import time
 from pathlib import Path
 
-import httpx
+import httpx2
 import pytest
 
 from polyroute.runtime import create_app
@@ -36,7 +36,7 @@ def test_loopback_without_keys_serves_and_warns(tmp_path: Path, caplog: pytest.L
         caplog.at_level(logging.WARNING),
         ServerThread(create_app(make_router(EchoProvider("fake")), settings), settings) as server,
     ):
-        assert httpx.get(f"{server.url}/health").json() == {"status": "ok"}
+        assert httpx2.get(f"{server.url}/health").json() == {"status": "ok"}
     assert "auth is OFF" in caplog.text
 
 
@@ -44,10 +44,10 @@ def test_in_flight_requests_finish_during_shutdown(tmp_path: Path) -> None:
     settings = settings_for(tmp_path, port=free_port())
     fake = EchoProvider("fake", delay=0.5)
     app = create_app(make_router(fake), settings)
-    with ServerThread(app, settings) as server, httpx.Client(base_url=server.url, timeout=10) as client:
+    with ServerThread(app, settings) as server, httpx2.Client(base_url=server.url, timeout=10) as client:
         aid = client.post("/agents", json={"name": "a", "model": "fake:small"}).json()["agentId"]
         url = f"/agents/{aid}/sessions/" + client.post(f"/agents/{aid}/sessions", json={}).json()["sessionId"]
-        result: dict[str, httpx.Response] = {}
+        result: dict[str, httpx2.Response] = {}
         thread = threading.Thread(
             target=lambda: result.setdefault("r", client.post(f"{url}/messages", json={"content": "hi"}))
         )
@@ -60,5 +60,5 @@ def test_in_flight_requests_finish_during_shutdown(tmp_path: Path) -> None:
     assert result["r"].json()["content"] == "echo: hi"
     restarted = settings_for(tmp_path, port=free_port())
     with ServerThread(create_app(make_router(EchoProvider("fake")), restarted), restarted) as server:
-        stored = httpx.get(f"{server.url}{url}/messages").json()["data"]
+        stored = httpx2.get(f"{server.url}{url}/messages").json()["data"]
     assert [(m["content"], m["status"]) for m in stored] == [("hi", "complete"), ("echo: hi", "complete")]

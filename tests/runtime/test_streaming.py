@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 import orjson
 import pytest
 
@@ -27,7 +27,7 @@ def parse_sse(text: str) -> list[tuple[str, Any]]:
     return events
 
 
-async def _session(client: httpx.AsyncClient, **config: object) -> str:
+async def _session(client: httpx2.AsyncClient, **config: object) -> str:
     aid = (await client.post("/agents", json={"name": "a", "model": "fake:small", "config": config})).json()["agentId"]
     sid = (await client.post(f"/agents/{aid}/sessions", json={})).json()["sessionId"]
     return f"/agents/{aid}/sessions/{sid}"
@@ -42,7 +42,7 @@ async def _session(client: httpx.AsyncClient, **config: object) -> str:
     ],
 )
 async def test_stream_sends_one_event_per_token_then_the_stored_reply(
-    client: httpx.AsyncClient, how: dict[str, Any]
+    client: httpx2.AsyncClient, how: dict[str, Any]
 ) -> None:
     url = await _session(client)
     body = {"role": "user", "content": "stream a greeting", **how.get("body", {})}
@@ -71,7 +71,7 @@ async def test_stream_sends_one_event_per_token_then_the_stored_reply(
     assert stored[1]["messageId"] == final["messageId"]
 
 
-async def test_stream_false_in_query_wins_over_accept(client: httpx.AsyncClient) -> None:
+async def test_stream_false_in_query_wins_over_accept(client: httpx2.AsyncClient) -> None:
     url = await _session(client)
     r = await client.post(
         f"{url}/messages", params={"stream": "false"}, headers={"Accept": "text/event-stream"}, json={"content": "hi"}
@@ -170,7 +170,7 @@ async def test_client_disconnect_stores_what_arrived_as_incomplete(tmp_path: Pat
     settings = settings_for(tmp_path, port=free_port())
     app = create_app(make_router(fake), settings)
     with ServerThread(app, settings) as server:
-        async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
+        async with httpx2.AsyncClient(base_url=server.url, timeout=10) as client:
             url = await _session(client)
             async with client.stream("POST", f"{url}/messages?stream=true", json={"content": "count"}) as response:
                 assert "one" in await _read_until_first_token(response.aiter_text())
@@ -192,7 +192,7 @@ async def test_shutdown_ends_open_streams_with_an_error_event_and_stores_them(tm
     settings = settings_for(tmp_path, port=free_port())
     app = create_app(make_router(fake), settings)
     with ServerThread(app, settings) as server:
-        async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
+        async with httpx2.AsyncClient(base_url=server.url, timeout=10) as client:
             url = await _session(client)
             async with client.stream("POST", f"{url}/messages?stream=true", json={"content": "count"}) as response:
                 chunks = response.aiter_text()

@@ -58,12 +58,12 @@ def render(health: dict[str, Any], *, title: str) -> Table:
 
 
 def _fetch(url: str, token: str | None) -> dict[str, Any]:
-    import httpx
+    import httpx2
 
     headers = {"authorization": f"Bearer {token}"} if token else {}
     try:
-        response = httpx.get(url.rstrip("/") + "/v1/router/health", headers=headers, timeout=10.0)
-    except httpx.HTTPError as exc:
+        response = httpx2.get(url.rstrip("/") + "/v1/router/health", headers=headers, timeout=10.0)
+    except httpx2.HTTPError as exc:
         err.print(f"[red]cannot reach {url}:[/red] {type(exc).__name__}")
         raise typer.Exit(1) from None
     if response.status_code != 200:

@@ -1,6 +1,6 @@
 """Provider clients, one module per wire format.
 
-Imported lazily by name so that ``import polyroute`` does not pay for httpx or for providers
+Imported lazily by name so that ``import polyroute`` does not pay for httpx2 or for providers
 an application never uses.
 """
 

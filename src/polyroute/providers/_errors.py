@@ -1,7 +1,7 @@
 """Turning what providers send back on failure into :mod:`polyroute.errors` classes.
 
 Every HTTP provider needs the same translations: a status code plus an error body into a
-typed error, the many spellings of "retry after" into seconds, an httpx transport failure
+typed error, the many spellings of "retry after" into seconds, an httpx2 transport failure
 into an unavailable/timeout/interrupted error, and an error object inside a 200 stream into
 the error its type names. They live here once so every wire format maps alike.
 """
@@ -16,7 +16,7 @@ from contextlib import suppress
 from datetime import UTC, datetime
 from typing import Any
 
-import httpx
+import httpx2
 import orjson
 
 from polyroute import errors
@@ -172,17 +172,17 @@ def error_from_response(
 
 
 def transport_error(
-    exc: httpx.HTTPError, provider: str, model: str, *, streaming: bool = False
+    exc: httpx2.HTTPError, provider: str, model: str, *, streaming: bool = False
 ) -> errors.ProviderError:
-    """Map an httpx transport failure to a typed error (never leaks the request URL's secrets)."""
+    """Map an httpx2 transport failure to a typed error (never leaks the request URL's secrets)."""
     kw: dict[str, Any] = {"provider": provider, "model": model}
-    if isinstance(exc, httpx.ConnectTimeout):
+    if isinstance(exc, httpx2.ConnectTimeout):
         return errors.TimeoutError("timed out connecting to the provider", kind="connect", **kw)
-    if isinstance(exc, httpx.PoolTimeout):
+    if isinstance(exc, httpx2.PoolTimeout):
         return errors.TimeoutError("timed out waiting for a pooled connection", kind="queue", **kw)
-    if isinstance(exc, (httpx.ReadTimeout, httpx.WriteTimeout)):
+    if isinstance(exc, (httpx2.ReadTimeout, httpx2.WriteTimeout)):
         return errors.TimeoutError("the provider stopped sending data", kind="idle", **kw)
-    if isinstance(exc, httpx.ConnectError):
+    if isinstance(exc, httpx2.ConnectError):
         return errors.ProviderUnavailableError(f"cannot connect to the provider: {type(exc).__name__}", **kw)
     if streaming:
         return errors.StreamInterruptedError(

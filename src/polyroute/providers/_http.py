@@ -14,7 +14,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from contextlib import aclosing, asynccontextmanager, suppress
 from typing import Any
 
-import httpx
+import httpx2
 import orjson
 
 from polyroute import errors
@@ -42,14 +42,14 @@ DRAIN_SECONDS = 0.05
 
 async def _drain(events: AsyncIterator[SSEEvent]) -> None:
     """Consume what is left of a finished stream, briefly; any failure just loses the connection."""
-    with suppress(TimeoutError, errors.PolyrouteError, httpx.HTTPError):
+    with suppress(TimeoutError, errors.PolyrouteError, httpx2.HTTPError):
         async with asyncio.timeout(DRAIN_SECONDS):
             async for _ in events:
                 pass
 
 
 class HTTPProvider:
-    """Base for providers that speak HTTP: owns one lazily created, pooled ``httpx.AsyncClient``.
+    """Base for providers that speak HTTP: owns one lazily created, pooled ``httpx2.AsyncClient``.
 
     The client is created on first use so that building a router (and importing polyroute)
     opens no sockets and costs nothing for providers that are never called.
@@ -66,7 +66,7 @@ class HTTPProvider:
         api_key: str | None = None,
         headers: Mapping[str, str] | None = None,
         max_connections: int = 100,
-        client: httpx.AsyncClient | None = None,
+        client: httpx2.AsyncClient | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.api_key = api_key or None
@@ -85,17 +85,17 @@ class HTTPProvider:
         return {"authorization": f"Bearer {self.api_key}"} if self.api_key else {}
 
     @property
-    def client(self) -> httpx.AsyncClient:
+    def client(self) -> httpx2.AsyncClient:
         if self._client is None:
-            self._client = httpx.AsyncClient(
+            self._client = httpx2.AsyncClient(
                 base_url=self.base_url,
                 headers={**self._extra_headers, **self.auth_headers()},
-                limits=httpx.Limits(
+                limits=httpx2.Limits(
                     max_connections=self._max_connections,
                     max_keepalive_connections=self._max_connections,
                     keepalive_expiry=30.0,
                 ),
-                timeout=httpx.Timeout(60.0, connect=10.0),
+                timeout=httpx2.Timeout(60.0, connect=10.0),
                 follow_redirects=False,
             )
         return self._client
@@ -116,8 +116,8 @@ class HTTPProvider:
         return error_from_response(self.name, model, status, headers, body)
 
     @staticmethod
-    def _timeout(limits: CallLimits) -> httpx.Timeout:
-        return httpx.Timeout(connect=limits.connect, read=limits.read, write=limits.read, pool=limits.connect)
+    def _timeout(limits: CallLimits) -> httpx2.Timeout:
+        return httpx2.Timeout(connect=limits.connect, read=limits.read, write=limits.read, pool=limits.connect)
 
     async def post_json(self, path: str, payload: Any, model: str, limits: CallLimits) -> Any:
         """POST a JSON body and return the decoded JSON answer, or raise a typed error."""
@@ -130,7 +130,7 @@ class HTTPProvider:
                 headers={"content-type": "application/json"},
                 timeout=self._timeout(limits),
             )
-        except httpx.HTTPError as exc:
+        except httpx2.HTTPError as exc:
             raise transport_error(exc, self.name, model) from None
         if response.status_code >= 400:
             raise self.map_error(model, response.status_code, response.headers, response.content)
@@ -147,7 +147,7 @@ class HTTPProvider:
     @asynccontextmanager
     async def open_stream(
         self, path: str, payload: Any, model: str, limits: CallLimits, *, params: Mapping[str, str] | None = None
-    ) -> AsyncIterator[httpx.Response]:
+    ) -> AsyncIterator[httpx2.Response]:
         """POST and yield the streaming response once its status is known to be a success."""
         if self.missing_config():
             raise self._not_configured(model)
@@ -161,28 +161,28 @@ class HTTPProvider:
         )
         try:
             response = await self.client.send(request, stream=True)
-        except httpx.HTTPError as exc:
+        except httpx2.HTTPError as exc:
             raise transport_error(exc, self.name, model) from None
         try:
             if response.status_code >= 400:
                 try:
                     body = await response.aread()
-                except httpx.HTTPError:
+                except httpx2.HTTPError:
                     body = b""
                 raise self.map_error(model, response.status_code, response.headers, body)
             yield response
         finally:
             await response.aclose()
 
-    async def iter_bytes(self, response: httpx.Response, model: str) -> AsyncIterator[bytes]:
+    async def iter_bytes(self, response: httpx2.Response, model: str) -> AsyncIterator[bytes]:
         """The raw body, with transport failures mapped to :class:`StreamInterruptedError`."""
         try:
             async for chunk in response.aiter_bytes():
                 yield chunk
-        except httpx.HTTPError as exc:
+        except httpx2.HTTPError as exc:
             raise transport_error(exc, self.name, model, streaming=True) from None
 
-    async def iter_sse(self, response: httpx.Response, model: str) -> AsyncGenerator[SSEEvent, None]:
+    async def iter_sse(self, response: httpx2.Response, model: str) -> AsyncGenerator[SSEEvent, None]:
         """The body as whole Server-Sent Events, however its bytes were split across reads.
 
         Returning normally only means the connection ended; callers check for their own

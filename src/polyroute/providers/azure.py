@@ -26,7 +26,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import quote
 
-import httpx
+import httpx2
 import orjson
 
 from polyroute import errors
@@ -140,7 +140,7 @@ class AzureOpenAIProvider(OpenAIProvider):
     @asynccontextmanager
     async def open_stream(
         self, path: str, payload: Any, model: str, limits: CallLimits, *, params: Mapping[str, str] | None = None
-    ) -> AsyncIterator[httpx.Response]:
+    ) -> AsyncIterator[httpx2.Response]:
         async with super().open_stream(self._path(path, model), payload, model, limits, params=params) as response:
             yield response
 

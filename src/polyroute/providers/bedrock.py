@@ -34,7 +34,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from typing import Any
 from urllib.parse import quote
 
-import httpx
+import httpx2
 import orjson
 
 from polyroute import errors
@@ -56,15 +56,15 @@ def default_base_url(region: str) -> str:
 # --------------------------------------------------------------------------- signing
 
 
-class _SigV4(httpx.Auth):
-    """Signs each request with SigV4 (service ``bedrock``) over the exact bytes httpx sends."""
+class _SigV4(httpx2.Auth):
+    """Signs each request with SigV4 (service ``bedrock``) over the exact bytes httpx2 sends."""
 
     requires_request_body = True
 
     def __init__(self, provider: BedrockProvider) -> None:
         self._provider = provider
 
-    async def async_auth_flow(self, request: httpx.Request) -> AsyncGenerator[httpx.Request, httpx.Response]:
+    async def async_auth_flow(self, request: httpx2.Request) -> AsyncGenerator[httpx2.Request, httpx2.Response]:
         from botocore.auth import SigV4Auth
         from botocore.awsrequest import AWSRequest
         from botocore.credentials import RefreshableCredentials
@@ -170,7 +170,7 @@ class BedrockProvider(HTTPProvider):
         return None if self.credentials() is not None else "AWS_ACCESS_KEY_ID"
 
     @property
-    def client(self) -> httpx.AsyncClient:
+    def client(self) -> httpx2.AsyncClient:
         fresh = self._client is None
         client = super().client
         if fresh and not self.api_key:

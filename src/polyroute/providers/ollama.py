@@ -20,7 +20,7 @@ import urllib.parse
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-import httpx
+import httpx2
 import orjson
 
 from polyroute import errors
@@ -143,7 +143,7 @@ class OllamaProvider(HTTPProvider):
         keep_alive: str | float | None = None,
         headers: Mapping[str, str] | None = None,
         max_connections: int = 100,
-        client: httpx.AsyncClient | None = None,
+        client: httpx2.AsyncClient | None = None,
     ) -> None:
         super().__init__(
             base_url=parse_host(base_url) if base_url else base_url_from_env(),

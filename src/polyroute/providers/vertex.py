@@ -14,7 +14,7 @@ with three things changed:
 - embeddings use the ``:predict`` method of the text-embedding models
   (``{"instances": [{"content"}]}`` in, ``predictions[].embeddings.values`` out).
 
-The token is attached per request by an ``httpx.Auth`` flow rather than baked into the pooled
+The token is attached per request by an ``httpx2.Auth`` flow rather than baked into the pooled
 client's headers, because it changes while the client lives.
 """
 
@@ -28,7 +28,7 @@ import time
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import Any
 
-import httpx
+import httpx2
 
 from polyroute import errors
 from polyroute.providers.base import CallLimits
@@ -115,12 +115,12 @@ class TokenSource:
         return token
 
 
-class _BearerAuth(httpx.Auth):
+class _BearerAuth(httpx2.Auth):
     def __init__(self, tokens: TokenSource, provider: str) -> None:
         self._tokens = tokens
         self._provider = provider
 
-    async def async_auth_flow(self, request: httpx.Request) -> AsyncGenerator[httpx.Request, httpx.Response]:
+    async def async_auth_flow(self, request: httpx2.Request) -> AsyncGenerator[httpx2.Request, httpx2.Response]:
         try:
             token = await self._tokens.get()
         except errors.PolyrouteError as exc:
@@ -187,7 +187,7 @@ class VertexGeminiProvider(GeminiProvider):
         return {}  # the token is added per request by _BearerAuth
 
     @property
-    def client(self) -> httpx.AsyncClient:
+    def client(self) -> httpx2.AsyncClient:
         fresh = self._client is None
         client = super().client
         if fresh:

@@ -243,11 +243,11 @@ class Router:
         return self.default_policy
 
     def finish(self, result: ChatResponse | EmbeddingResponse, attempts: list[Attempt], latency: float) -> None:
-        """Stamp a successful result with its latency, attempts, and usage and cost summed over attempts.
+        """Stamp a successful result with its latency, attempts, and cost summed over attempts.
 
-        ``usage`` stays the answer's own; ``total_usage`` adds every other attempt a provider
-        billed (hedge losers, a stream cut short before a resume), so a hedged call costs
-        what it really cost.
+        ``usage`` stays the answer's own; the attempts carry what every other call was billed
+        (hedge losers, a stream cut short before a resume), which ``total_usage`` and
+        ``cost`` add up, so a hedged call costs what it really cost.
         """
         result.latency = latency
         result.attempts = attempts
@@ -255,13 +255,6 @@ class Router:
             if attempt.outcome in ("ok", "resumed") and attempt.usage is None:
                 attempt.usage = result.usage
                 break
-        total_usage = Usage.model_construct(
-            prompt_tokens=0, completion_tokens=0, total_tokens=0, cached_tokens=0, reasoning_tokens=0
-        )
-        for attempt in attempts:
-            if attempt.usage is not None:
-                total_usage = total_usage + attempt.usage
-        result.total_usage = total_usage
         if self.prices is not None:
             total: float | None = 0.0
             for attempt in attempts:

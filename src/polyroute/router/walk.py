@@ -40,6 +40,15 @@ def wrap_unexpected(exc: Exception, ref: ModelRef, *, streaming: bool) -> errors
     )
 
 
+def _name(result: ChatResponse | EmbeddingResponse, pick: Pick) -> None:
+    """Name the answer as the caller routes to it (a registration may rename its provider)."""
+    ref = pick.ref
+    if result.provider != ref.provider:  # pydantic's __setattr__ is not free: only when it differs
+        result.provider = ref.provider
+    if result.model != ref.model_id:
+        result.model = ref.model_id
+
+
 async def _attempt(router: Router, pick: Pick, deadline: float, call: Call[T]) -> T:
     """One provider call under the candidate's deadline; every failure comes out typed."""
     reg, ref, state = pick.reg, pick.ref, pick.state
@@ -106,8 +115,7 @@ async def _race(
                         lost = plan.cancelled(loser, loop.time() - started[loser], f"hedge: lost to {who}; closed")
                         plan.bill(lost)
                     result = task.result()
-                    # the names the caller routes by (a registration may rename its provider)
-                    result.provider, result.model = pick.ref.provider, pick.ref.model_id
+                    _name(result, pick)
                     note = f"hedge: raced after {delay:.3g}s; total_usage adds the loser's" if hedged else None
                     plan.succeeded(pick, elapsed, usage=result.usage, note=note)
                     return result
@@ -154,8 +162,7 @@ async def walk(router: Router, plan: CallPlan, call: Call[T]) -> T:
                     if not plan.retry_same(pick, wait):
                         break
                     continue
-                # the names the caller routes by (a registration may rename its provider)
-                result.provider, result.model = pick.ref.provider, pick.ref.model_id
+                _name(result, pick)
                 plan.succeeded(pick, loop.time() - now, usage=result.usage)
                 router.finish(result, plan.attempts, loop.time() - start)
                 return result
