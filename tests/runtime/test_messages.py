@@ -140,6 +140,7 @@ async def test_a_failed_call_stores_the_user_message_and_the_error_then_recovers
         assert error["details"]["sessionState"] == "error"
         assert error["details"]["attempts"][0]["error"] == "TimeoutError"
         assert error["details"]["lastError"]["code"] == "timeout"
+        assert failed.headers["x-polyroute-attempts"] == "fake:small=error(TimeoutError)"
         session = (await client.get(url)).json()
         assert session["state"] == "error"
         assert session["lastError"]["code"] == "all_candidates_failed"

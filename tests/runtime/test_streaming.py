@@ -111,7 +111,7 @@ async def test_stream_headers_name_the_streaming_candidate_and_what_failed_befor
 
 
 def test_header_tokens_say_retries_and_waits() -> None:
-    from polyroute.runtime.turns import turn_headers
+    from polyroute.runtime.routing_headers import turn_headers
 
     row = {"provider": "a", "model": "m", "outcome": "ok", "retry": 2, "waitedMs": 1250.0}
     assert turn_headers("a", [row])["x-polyroute-attempts"] == "a:m=ok[retry 2][waited 1.25s]"

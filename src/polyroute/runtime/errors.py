@@ -29,6 +29,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from polyroute import errors
+from polyroute.runtime.routing_headers import turn_headers
 from polyroute.storage import SessionBusyError, SessionGoneError, StorageBusyError, StorageError
 
 __all__ = [
@@ -137,9 +138,17 @@ def api_error_from(exc: errors.PolyrouteError) -> ApiError:
             if last is not None
             else "every candidate model failed"
         )
-        return ApiError(status, exc.code, message, details, headers)
+        return ApiError(status, exc.code, message, details, {**headers, **_routing(exc)})
     status, headers = _upstream_status(exc)
-    return ApiError(status, exc.code, exc.message, {**exc.details(), "attempts": attempts}, headers)
+    details = {**exc.details(), "attempts": attempts}
+    return ApiError(status, exc.code, exc.message, details, {**headers, **_routing(exc)})
+
+
+def _routing(exc: errors.PolyrouteError) -> dict[str, str]:
+    """The attempts header of a failed call (no provider answered)."""
+    if not exc.attempts:
+        return {}
+    return {"x-polyroute-attempts": turn_headers(None, exc.attempts)["x-polyroute-attempts"]}
 
 
 def storage_api_error(exc: StorageError) -> ApiError:

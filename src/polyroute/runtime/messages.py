@@ -12,11 +12,12 @@ from starlette.responses import Response
 
 from polyroute.runtime.agents import load_agent
 from polyroute.runtime.body import invalid_field, read_json, validate
+from polyroute.runtime.routing_headers import turn_headers
 from polyroute.runtime.schemas import MessagePost
 from polyroute.runtime.sessions import load_session
 from polyroute.runtime.sse import wants_stream
 from polyroute.runtime.state import runtime_of
-from polyroute.runtime.turns import reply_json, run_turn, stream_turn, turn_headers
+from polyroute.runtime.turns import reply_json, run_turn, stream_turn
 from polyroute.runtime.views import JSONResponse, message_json, page, page_params
 
 __all__ = ["list_messages", "post_message"]

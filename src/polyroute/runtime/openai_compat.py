@@ -33,9 +33,9 @@ from polyroute.runtime.openai_mapping import (
     embedding_json,
     to_chat_request,
 )
+from polyroute.runtime.routing_headers import turn_headers
 from polyroute.runtime.sse import Pump
 from polyroute.runtime.state import Runtime, runtime_of
-from polyroute.runtime.turns import turn_headers
 from polyroute.runtime.views import JSONResponse
 from polyroute.types import ChatRequest, EmbeddingRequest, ModelSpec
 

@@ -26,6 +26,7 @@ from starlette.responses import StreamingResponse
 from polyroute import errors
 from polyroute.runtime.errors import ApiError, api_error_from, storage_api_error
 from polyroute.runtime.history import build_context, chat_request
+from polyroute.runtime.routing_headers import turn_headers
 from polyroute.runtime.sse import Pump, event
 from polyroute.runtime.state import Runtime
 from polyroute.runtime.views import message_json
@@ -34,7 +35,7 @@ from polyroute.storage.records import SessionState
 from polyroute.storage.schema import new_id
 from polyroute.types import Attempt, ChatRequest, ChatResponse, Message, ToolCall
 
-__all__ = ["reply_json", "run_turn", "stream_turn", "turn_headers"]
+__all__ = ["reply_json", "run_turn", "stream_turn"]
 
 logger = logging.getLogger("polyroute.runtime")
 
@@ -94,32 +95,6 @@ def reply_json(turn: Turn) -> dict[str, Any]:
         "state": turn.session.state,
         "userMessageIds": [m.id for m in users],
     }
-
-
-def _attempt_token(attempt: Any) -> str:
-    """``provider:model=outcome`` plus why, e.g. ``openai:gpt-4o-mini=error(ProviderUnavailableError 503)``."""
-    row: dict[str, Any] = attempt.to_dict() if hasattr(attempt, "to_dict") else attempt  # stored rows are dicts
-    why = " ".join(str(x) for x in (row.get("error"), row.get("status")) if x)
-    token = f"{row.get('provider')}:{row.get('model')}={row.get('outcome')}" + (f"({why})" if why else "")
-    if row.get("retry"):
-        token += f"[retry {row['retry']}]"
-    if row.get("waitedMs"):
-        token += f"[waited {row['waitedMs'] / 1000:.3g}s]"
-    # header values must stay printable ASCII whatever a model id contains
-    return token.encode("ascii", "replace").decode().replace(",", ";")
-
-
-def turn_headers(provider: str | None, attempts: Sequence[Any], *, streaming: str | None = None) -> dict[str, str]:
-    """Which provider answered, and every candidate tried or skipped on the way (in order).
-
-    A stream's headers leave before it ends: ``streaming`` (``provider:model``) names the
-    candidate whose stream the body carries, listed last as ``=streaming``; the final
-    ``end`` (or ``error``) event holds the complete attempts.
-    """
-    tokens = [_attempt_token(a) for a in attempts]
-    if streaming:
-        tokens.append(f"{streaming}=streaming".encode("ascii", "replace").decode().replace(",", ";"))
-    return {"x-polyroute-provider": provider or "", "x-polyroute-attempts": ", ".join(tokens)}
 
 
 async def _persist(
