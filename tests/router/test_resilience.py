@@ -253,6 +253,20 @@ async def test_lowest_cost_uses_the_price_table() -> None:
     assert (await router.chat(req("chat"))).provider == "b"
 
 
+async def test_lowest_cost_falls_back_to_the_routers_price_table() -> None:
+    from polyroute.pricing import PriceTable
+
+    prices = PriceTable({"a:m": {"input": 5, "output": 15}, "b:*": {"input": 0.1, "output": 0.4}})
+    router = Router(prices=prices)
+    # c:m has no price anywhere: it sorts last, behind both priced members
+    router.add_alias("chat", ["c:m", "a:m", "b:m"], policy=RoutingPolicy(strategy="lowest_cost"))
+    for name in ("a", "b", "c"):
+        router.register(ScriptedProvider(name))
+    assert [str(r) for r in router.candidates("chat", request=req("chat"))] == ["b:m", "a:m", "c:m"]
+    response = await router.chat(req("chat"))
+    assert response.provider == "b" and response.cost is not None and response.cost > 0
+
+
 # ---------------------------------------------------------------- hedging
 
 

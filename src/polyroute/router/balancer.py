@@ -11,12 +11,19 @@ import hashlib
 import math
 import random
 from collections.abc import Sequence
+from typing import Protocol
 
 from polyroute.router.deployments import DeploymentState, DeploymentTable
 from polyroute.router.policy import RoutingPolicy, ref_key
-from polyroute.types import ModelSpec
+from polyroute.types import ModelSpec, Usage
 
-__all__ = ["Balancer", "stable_fraction"]
+__all__ = ["Balancer", "PriceBook", "stable_fraction"]
+
+
+class PriceBook(Protocol):
+    """Anything that prices a call's usage (see :class:`polyroute.pricing.PriceTable`)."""
+
+    def cost_of(self, usage: Usage, provider: str, model: str) -> float | None: ...
 
 #: output tokens assumed for a cost estimate when the request sets no max_tokens
 DEFAULT_OUTPUT_TOKENS = 256
@@ -65,7 +72,10 @@ class Balancer:
         streaming: bool = False,
         prompt_tokens: int = 0,
         output_tokens: int | None = None,
+        prices: PriceBook | None = None,
     ) -> list[ModelSpec]:
+        """The group in the order the strategy picks, then the fallbacks; ``prices`` (the
+        router's price table) prices ``lowest_cost`` members that name no price of their own."""
         group, rest = policy.group(entries)
         if len(group) < 2:
             return [*group, *rest]
@@ -83,7 +93,7 @@ class Balancer:
             scores = [self._latency(s, streaming) for s in states]
         else:
             out = output_tokens or DEFAULT_OUTPUT_TOKENS
-            scores = [self._cost(s, prompt_tokens, out) for s in states]
+            scores = [self._cost(s, e, prompt_tokens, out, prices) for s, e in zip(states, group, strict=True)]
         ranked = sorted(range(len(group)), key=scores.__getitem__)  # stable: ties keep config order
         return [*(group[i] for i in ranked), *rest]
 
@@ -100,8 +110,25 @@ class Balancer:
         return stats.ewma if stats.ewma is not None else 0.0
 
     @staticmethod
-    def _cost(state: DeploymentState | None, prompt_tokens: int, output_tokens: int) -> float:
-        """Estimated price of the call; a deployment with no known price sorts last."""
-        if state is None or (state.input_price is None and state.output_price is None):
+    def _cost(
+        state: DeploymentState | None,
+        spec: ModelSpec,
+        prompt_tokens: int,
+        output_tokens: int,
+        prices: PriceBook | None,
+    ) -> float:
+        """Estimated price of the call: the member's own prices, else the price table's; unpriced sorts last."""
+        if state is not None and (state.input_price is not None or state.output_price is not None):
+            return ((state.input_price or 0.0) * prompt_tokens + (state.output_price or 0.0) * output_tokens) / 1e6
+        key = ref_key(spec)
+        if prices is None or key is None:
             return math.inf
-        return ((state.input_price or 0.0) * prompt_tokens + (state.output_price or 0.0) * output_tokens) / 1e6
+        usage = Usage.model_construct(
+            prompt_tokens=prompt_tokens,
+            completion_tokens=output_tokens,
+            total_tokens=prompt_tokens + output_tokens,
+            cached_tokens=0,
+            reasoning_tokens=0,
+        )
+        cost = prices.cost_of(usage, *key)
+        return math.inf if cost is None else cost

@@ -21,11 +21,11 @@ import time
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from polyroute import errors
 from polyroute.providers.base import CallLimits, Provider
-from polyroute.router.balancer import Balancer
+from polyroute.router.balancer import Balancer, PriceBook
 from polyroute.router.breaker import BreakerSettings
 from polyroute.router.candidates import expand_chain
 from polyroute.router.deployments import DeploymentTable
@@ -47,7 +47,6 @@ from polyroute.types import (
     EmbeddingResponse,
     ModelRef,
     ModelSpec,
-    Usage,
 )
 
 if TYPE_CHECKING:
@@ -55,12 +54,6 @@ if TYPE_CHECKING:
     from polyroute.router.sync import SyncRouter
 
 __all__ = ["PriceBook", "Registration", "Router"]
-
-
-class PriceBook(Protocol):
-    """Anything that prices a call's usage (see :class:`polyroute.pricing.PriceTable`)."""
-
-    def cost_of(self, usage: Usage, provider: str, model: str) -> float | None: ...
 
 
 @dataclass(slots=True)
@@ -232,6 +225,7 @@ class Router:
                 streaming=streaming,
                 prompt_tokens=prompt,
                 output_tokens=output,
+                prices=self.prices,
             )
 
         return expand_chain(model, fallbacks, self.aliases, reorder)
