@@ -21,6 +21,7 @@ from polyroute.types import Attempt, ChatRequest, EmbeddingRequest, ModelRef, Us
 
 if TYPE_CHECKING:
     from polyroute.router.router import Registration, Router
+    from polyroute.router.shared import RemoteState
 
 __all__ = ["CallPlan", "Pick"]
 
@@ -63,6 +64,9 @@ def release(router: Router, pick: Pick) -> None:
 
 #: what the synchronous admission answers when only a Redis round trip can decide
 ROUND_TRIP = 0.0
+
+#: what other replicas said about a deployment (:meth:`SharedState.remote_state`)
+Remote = tuple["RemoteState | None", float]
 
 
 class CallPlan:
@@ -133,15 +137,16 @@ class CallPlan:
         now = self.router.clock()
         limited = state.rpm is not None or state.tpm is not None
         shared = self.router.shared
-        if shared is not None and (
-            limited or state.breaker.probe_due(now) or shared.remote_state(state.shared_id)[0] == "half_open"
-        ):
-            return ROUND_TRIP
+        remote: Remote = (None, 0.0)
+        if shared is not None:
+            remote = shared.remote_state(state.shared_id)
+            if limited or remote[0] == "half_open" or state.breaker.probe_due(now):
+                return ROUND_TRIP
         if limited:
             wait = state.limit_wait(self.tokens, now)
             if wait > 0:
                 return wait
-        ticket = self._ticket(ref, state, now)
+        ticket = self._ticket(ref, state, now, remote)
         if not ticket:
             return None
         if limited:
@@ -162,11 +167,12 @@ class CallPlan:
             return got
         reg = self.router._registry[ref.provider]
         state = self.router.deployments.get(ref.provider, ref.model_id)
-        ticket = self._ticket(ref, state, self.router.clock())
+        remote = shared.remote_state(state.shared_id)
+        ticket = self._ticket(ref, state, self.router.clock(), remote)
         if not ticket:
             return None
         pick = Pick(ref, reg, state, probe=ticket == PROBE)
-        if pick.probe or shared.remote_state(state.shared_id)[0] == "half_open":
+        if pick.probe or remote[0] == "half_open":
             lease = max(1.0, self.deadline - asyncio.get_running_loop().time())
             won = await shared.claim_probe(state.shared_id, lease)
             if won is False:
@@ -189,18 +195,17 @@ class CallPlan:
         state.take_limits(self.tokens, now)
         return pick
 
-    def _ticket(self, ref: ModelRef, state: DeploymentState, now: float) -> int:
-        """The breaker's answer (0: skipped and recorded), including what other replicas said."""
+    def _ticket(self, ref: ModelRef, state: DeploymentState, now: float, remote: Remote) -> int:
+        """The breaker's answer (0: skipped and recorded), including what other replicas said (``remote``)."""
         ticket = state.breaker.allow(now)
         if not ticket:
             self.attempts.append(self._circuit_skip(ref, state, now))
             return ticket
-        shared = self.router.shared
-        if shared is not None:
-            remote, seconds = shared.remote_state(state.shared_id)
-            if remote in ("open", "auth_failed"):
+        if remote[0] is not None:
+            said, seconds = remote
+            if said in ("open", "auth_failed"):
                 state.breaker.release(now, probe=ticket == PROBE)
-                if remote == "open":
+                if said == "open":
                     error, message = "CircuitOpen", f"circuit opened by another replica; next probe in {seconds:.3g}s"
                 else:
                     log.warning(

@@ -74,7 +74,8 @@ class Router:
     the caller) or reported as an error (after). ``breaker`` configures the per-deployment
     circuit breakers, ``policy`` the routing of calls that name no alias with a policy of
     its own; ``clock`` (monotonic seconds) drives breakers, rate limits and health, and is
-    injectable so tests need no sleeping. ``shared`` (a
+    injectable so tests need no sleeping; ``rng`` drives the balancer and the retry jitter
+    (seed it to replay a run exactly). ``shared`` (a
     :class:`~polyroute.router.shared.SharedState`) makes rpm/tpm limits and open circuits
     common to every replica using the same Redis; without it they are per process.
     """
@@ -245,10 +246,6 @@ class Router:
         """
         result.latency = latency
         result.attempts = attempts
-        for attempt in reversed(attempts):
-            if attempt.outcome in ("ok", "resumed") and attempt.usage is None:
-                attempt.usage = result.usage
-                break
         if self.prices is not None:
             total: float | None = 0.0
             for attempt in attempts:

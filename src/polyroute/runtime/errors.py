@@ -29,7 +29,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from polyroute import errors
-from polyroute.runtime.routing_headers import turn_headers
+from polyroute.runtime.routing_headers import attempts_header
 from polyroute.storage import SessionBusyError, SessionGoneError, StorageBusyError, StorageError
 
 __all__ = [
@@ -148,7 +148,7 @@ def _routing(exc: errors.PolyrouteError) -> dict[str, str]:
     """The attempts header of a failed call (no provider answered)."""
     if not exc.attempts:
         return {}
-    return {"x-polyroute-attempts": turn_headers(None, exc.attempts)["x-polyroute-attempts"]}
+    return {"x-polyroute-attempts": attempts_header(exc.attempts)}
 
 
 def storage_api_error(exc: StorageError) -> ApiError:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["turn_headers"]
+__all__ = ["attempts_header", "turn_headers"]
 
 
 def _attempt_token(attempt: Any) -> str:
@@ -33,7 +33,12 @@ def turn_headers(provider: str | None, attempts: Sequence[Any], *, streaming: st
     candidate whose stream the body carries, listed last as ``=streaming``; the final
     ``end`` (or ``error``) event holds the complete attempts.
     """
+    return {"x-polyroute-provider": provider or "", "x-polyroute-attempts": attempts_header(attempts, streaming)}
+
+
+def attempts_header(attempts: Sequence[Any], streaming: str | None = None) -> str:
+    """The ``x-polyroute-attempts`` value alone (a failed call has no provider to name)."""
     tokens = [_attempt_token(a) for a in attempts]
     if streaming:
         tokens.append(f"{streaming}=streaming".encode("ascii", "replace").decode().replace(",", ";"))
-    return {"x-polyroute-provider": provider or "", "x-polyroute-attempts": ", ".join(tokens)}
+    return ", ".join(tokens)

@@ -213,8 +213,8 @@ async def _stream(
         turn = await _persist(
             runtime, session_id, [*_user_rows(inbound), _reply_row(response)], state="active", error=None
         )
-        headers.setdefault("x-polyroute-provider", response.provider)
-        headers.setdefault("x-polyroute-attempts", turn_headers(None, response.attempts)["x-polyroute-attempts"])
+        if not headers:  # the reply came in one piece: its attempts are complete
+            headers.update(turn_headers(response.provider, response.attempts))
         pump.send(event("end", reply_json(turn)))
         return
     assert failure is not None
